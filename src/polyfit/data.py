@@ -1,0 +1,17 @@
+"""Make the dataset: x on an even grid and y = target(x) (+ optional seeded noise)."""
+
+import torch
+
+TARGET_FUNCTIONS = {"sin": torch.sin, "cos": torch.cos, "exp": torch.exp}
+
+
+def make_dataset(
+    target: str, x_min: float, x_max: float, n_samples: int, noise_std: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return x (n_samples,) and y (n_samples,), float32, exactly as the seed builds them."""
+    x = torch.linspace(x_min, x_max, n_samples)
+    y = TARGET_FUNCTIONS[target](x)
+    if noise_std > 0:
+        generator = torch.Generator().manual_seed(seed)
+        y = y + noise_std * torch.randn(n_samples, generator=generator)
+    return x, y

@@ -1,0 +1,17 @@
+"""Errors a user can cause; the CLI prints them as one line and exits with `exit_code`."""
+
+
+class PolyfitError(Exception):
+    """A failure explained by its message alone: no traceback is shown."""
+
+    exit_code = 1
+
+
+class UsageError(PolyfitError):
+    """Bad params, arguments or input files: nothing was run."""
+
+    exit_code = 2
+
+
+class DivergedError(PolyfitError):
+    """Training produced a non-finite or exploding loss."""

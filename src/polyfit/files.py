@@ -1,0 +1,102 @@
+"""Reading and writing the pipeline's files: atomic writes, checked tensor loads, digests."""
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from polyfit.errors import UsageError
+
+# What torch.load raises on truncated, foreign or code-carrying files (weights_only=True).
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError)
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write via a temp file in the same folder, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Stable JSON (sorted keys, full float precision) so identical results give identical bytes."""
+    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_csv(path: Path, columns: dict[str, list]) -> None:
+    """Columns of equal length as CSV with a header row."""
+    names = list(columns)
+    rows = zip(*columns.values(), strict=True)
+    lines = [",".join(names)] + [",".join(repr(value) for value in row) for row in rows]
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """torch.save into memory: saving to a path would embed the file name in the archive."""
+    buffer = io.BytesIO()
+    torch.save(dict(tensors), buffer)
+    return buffer.getvalue()
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def load_tensors(path: Path, content: bytes, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """Load a dict of float32 tensors with exactly the given names and shapes.
+
+    weights_only=True refuses pickled code; every other fault names the file.
+    """
+    try:
+        tensors = torch.load(io.BytesIO(content), weights_only=True)
+    except LOAD_ERRORS as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"{path}: not a tensor file polyfit can load safely: {reason}") from None
+    if not isinstance(tensors, dict) or set(tensors) != set(shapes):
+        found = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
+        raise UsageError(f"{path}: expected tensors {sorted(shapes)}, found {found}")
+    for name, shape in shapes.items():
+        tensor = tensors[name]
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
+            kind = getattr(tensor, "dtype", type(tensor).__name__)
+            raise UsageError(f"{path}: '{name}' must be a float32 tensor, found {kind}")
+        if tuple(tensor.shape) != shape:
+            raise UsageError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, expected {shape}")
+        if not torch.isfinite(tensor).all():
+            raise UsageError(f"{path}: '{name}' holds NaN or infinite values")
+    return tensors
+
+
+def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """x (n,), y (n,) and the file's sha256, checked against the params' n_samples."""
+    content = read_bytes(path)
+    shape = (n_samples,)
+    tensors = load_tensors(path, content, {"x": shape, "y": shape})
+    return tensors["x"], tensors["y"], sha256(content)
+
+
+def load_state_dict(path: Path, degree: int) -> tuple[dict[str, torch.Tensor], str]:
+    """The model's state_dict, checked against `degree`, and the file's sha256."""
+    content = read_bytes(path)
+    shapes = {"0.weight": (1, degree), "0.bias": (1,)}
+    return load_tensors(path, content, shapes), sha256(content)

@@ -1,0 +1,27 @@
+"""Where the pipeline's files live, relative to the directory a stage runs in.
+
+dvc.yaml names the same files; tests/test_dvc_yaml.py keeps the two in step.
+"""
+
+import os
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+DATASET = Path("data/dataset.pt")
+MODEL = Path("models/model.pt")
+TRAIN_METRICS = Path("metrics/train.json")
+EVAL_METRICS = Path("metrics/eval.json")
+LOSS_CURVE = Path("plots/loss.csv")
+FIT_CURVE = Path("plots/fit.csv")
+GATE_RULES = Path("gate.yaml")
+
+
+def project_root() -> Path:
+    """The real repository root: DVC_ROOT when DVC runs us (also in experiment copies)."""
+    if root := os.environ.get("DVC_ROOT"):
+        return Path(root).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists():
+            return folder
+    return here

@@ -1,0 +1,1 @@
+"""The pipeline's stage entry points; dvc.yaml alone decides their order."""

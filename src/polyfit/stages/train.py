@@ -1,0 +1,69 @@
+"""Stage train: data/dataset.pt -> models/model.pt + metrics/train.json, tracked in MLflow."""
+
+import time
+
+from polyfit import files, paths, tracking
+from polyfit.params import flatten, load_params
+
+
+def logged_params(params) -> dict:
+    """What the train run shows as params: data, model, train and the chosen optimizer's options."""
+    train = params.train.model_dump(exclude={"options"})
+    options = {params.train.optimizer: params.train.optimizer_options()}
+    return flatten(
+        {"data": params.data.model_dump(), "model": params.model.model_dump(), "train": train}
+    ) | flatten({"train": {"options": options}})
+
+
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    train, degree = params.train, params.model.degree
+    from polyfit.fit import build_optimizer, fit
+    from polyfit.model import build_model, coefficients, features, formula
+    from polyfit.runtime import configure_torch
+
+    x, y, data_sha256 = files.load_dataset(paths.DATASET, params.data.n_samples)
+    configure_torch(train.threads, train.seed)
+    name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
+    tags = {"data_sha256": data_sha256, "optimizer": train.optimizer}
+    logged = logged_params(params)
+    with tracking.stage_run("train", params.mlflow.experiment, name, logged, tags) as run:
+        model = build_model(degree)
+        optimizer = build_optimizer(
+            train.optimizer, model.parameters(), train.lr, train.optimizer_options()
+        )
+        inputs = features(x, degree)  # (N, degree)
+        started = time.perf_counter()
+        loss_history = fit(
+            model,
+            inputs,
+            y,
+            optimizer,
+            train.steps,
+            train.log_every,
+            train.divergence_factor,
+            report=lambda step, loss: print(step, loss, flush=True),
+        )
+        seconds = time.perf_counter() - started
+        print(f"Result: {formula(coefficients(model))}")
+        save_and_log(run, params, model, loss_history.tolist(), seconds)
+
+
+def save_and_log(run, params, model, loss_history: list[float], seconds: float) -> None:
+    """Write the DVC outputs, then mirror them into the MLflow run and the registry."""
+    from polyfit import plots, registry
+
+    model_bytes = files.tensors_to_bytes(model.state_dict())
+    result = {"final_loss": loss_history[-1], "steps": len(loss_history)}
+    run.log_history("loss", loss_history)
+    run.log_metrics(
+        result | {"train_seconds": seconds, "us_per_step": 1e6 * seconds / len(loss_history)}
+    )
+    files.write_atomic(paths.MODEL, model_bytes)
+    files.write_json(paths.TRAIN_METRICS, result)
+    files.write_csv(paths.LOSS_CURVE, {"step": range(len(loss_history)), "loss": loss_history})
+    run.set_tags({"model_sha256": files.sha256(model_bytes)})
+    run.log_file(paths.MODEL, "model")
+    run.log_bytes("loss.png", plots.loss_png(loss_history), "plots")
+    version = registry.register(run.client, run.run_id, params.mlflow.registered_model)
+    run.set_tags({"registered_version": version})

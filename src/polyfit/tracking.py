@@ -1,0 +1,206 @@
+"""Everything MLflow: where the store is, runs that always end, batched logging, lookups.
+
+mlflow is imported inside functions: it costs ~1.5 s, and commands that track nothing
+(gate, --help) should not pay for it.
+"""
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from polyfit.errors import PolyfitError
+from polyfit.paths import project_root
+from polyfit.provenance import git_state
+
+BATCH_SIZE = 1000  # MLflow's limit of metrics per log_batch call
+# Fail fast on an unreachable server (MLflow's defaults retry for minutes); env overrides win.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the SQLite store at the real repo root (also for DVC exps)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Local artifact folder beside the store; a tracking server chooses its own."""
+    return None if _is_server(uri) else (project_root() / "mlartifacts").as_uri()
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store: concurrent schema migrations corrupt each other."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def connect(experiment: str):
+    """(client, experiment_id), creating the experiment if needed, race-free."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    try:
+        with _store_lock(uri):
+            client = MlflowClient(uri, registry_uri=uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                with contextlib.suppress(MlflowException):  # another process won the race
+                    client.create_experiment(experiment, _artifact_location(uri))
+                found = client.get_experiment_by_name(experiment)
+    except Exception as error:  # any failure here means "no usable store"
+        raise PolyfitError(f"MLflow tracking store {uri} unusable: {_one_line(error)}") from None
+    return client, found.experiment_id
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+class TrackedRun:
+    """One MLflow run, written through MlflowClient (no global 'active run' state)."""
+
+    def __init__(self, client, run_id: str, experiment_id: str):
+        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_history(self, key: str, values: list[float]) -> None:
+        """One point per step, BATCH_SIZE points per call (per-step calls cost 25x training)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for start in range(0, len(values), BATCH_SIZE):
+            chunk = values[start : start + BATCH_SIZE]
+            points = [Metric(key, v, now, start + i) for i, v in enumerate(chunk)]
+            self.client.log_batch(self.run_id, metrics=points)
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_file(self, path: Path, folder: str) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_bytes(self, name: str, content: bytes, folder: str) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / name
+            path.write_bytes(content)
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+
+def run_name(stage: str, detail: str) -> str:
+    """'train RMSprop lr=0.001 [exp-name]': readable in the MLflow run list."""
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return f"{stage} {detail}" + (f" [{experiment}]" if experiment else "")
+
+
+def provenance_tags(stage: str) -> dict:
+    commit, dirty = git_state()
+    tags = {
+        "stage": stage,
+        "mlflow.source.name": f"polyfit {stage}",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": commit,
+        "git_dirty": dirty,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if experiment := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp"] = experiment
+    return tags
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so runs end as KILLED like on Ctrl-C."""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"terminated by signal {signum}")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
+    """A run that ends FINISHED, FAILED (tagged with why) or KILLED, never left RUNNING."""
+    client, experiment_id = connect(experiment)
+    tags = {**provenance_tags(stage), **tags}
+    from mlflow.entities import RunTag
+
+    info = client.create_run(experiment_id, run_name=name, tags=tags).info
+    run = TrackedRun(client, info.run_id, experiment_id)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        run.log_params(params)
+        yield run
+    except KeyboardInterrupt:
+        _end(client, info.run_id, "KILLED", [RunTag("failure_reason", "interrupted")])
+        raise
+    except BaseException as error:
+        _end(client, info.run_id, "FAILED", [RunTag("failure_reason", _one_line(error))])
+        raise
+    else:
+        _end(client, info.run_id, "FINISHED", [])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _end(client, run_id: str, status: str, tags: list) -> None:
+    """Best effort: if the store itself is gone, the original error matters more."""
+    try:
+        if tags:
+            client.log_batch(run_id, tags=tags)
+        client.set_terminated(run_id, status)
+    except Exception as error:
+        print(f"polyfit: warning: could not mark run {run_id} {status}: {_one_line(error)}")
+
+
+def find_train_run(client, experiment_id: str, model_sha256: str) -> str | None:
+    """The newest finished train run that wrote this exact model file (same DVC exp first)."""
+    base = (
+        f"tags.stage = 'train' and tags.model_sha256 = '{model_sha256}' "
+        "and attributes.status = 'FINISHED'"
+    )
+    filters = [base]
+    if experiment := os.environ.get("DVC_EXP_NAME"):
+        filters.insert(0, f"{base} and tags.dvc_exp = '{experiment}'")
+    for filter_string in filters:
+        runs = client.search_runs(
+            [experiment_id], filter_string, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        if runs:
+            return runs[0].info.run_id
+    return None
