@@ -1,0 +1,110 @@
+"""Shared fixtures: a scratch copy of the repo (real git, real DVC) and a scratch MLflow store."""
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow
+DEFAULT_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+# Commits made by `git` and `dvc exp` in scratch repos need an identity, whatever the machine.
+os.environ.update(
+    GIT_AUTHOR_NAME="polyfit tests",
+    GIT_AUTHOR_EMAIL="tests@polyfit.invalid",
+    GIT_COMMITTER_NAME="polyfit tests",
+    GIT_COMMITTER_EMAIL="tests@polyfit.invalid",
+)
+
+
+def default_params() -> dict:
+    """A fresh, mutable copy of the repo's params.yaml as parsed YAML."""
+    return copy.deepcopy(DEFAULT_PARAMS)
+
+
+def small_params(**train_overrides) -> dict:
+    """Default params with a short training run, for tests that need speed, not accuracy."""
+    params = default_params()
+    params["train"].update({"steps": 300, "log_every": 50, **train_overrides})
+    return params
+
+
+def write_params(folder: Path, params: dict) -> None:
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def clean_env(**extra: str) -> dict:
+    """The environment for a child process: venv first on PATH, no inherited tracking URI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600):
+    """Run a command, capturing text output; never raises on a non-zero exit."""
+    return subprocess.run(
+        args, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def polyfit(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600):
+    return run([sys.executable, "-m", "polyfit", *args], cwd, env, timeout)
+
+
+def make_project(destination: Path, params: dict | None = None) -> Path:
+    """Copy the repo's git-tracked files into a new git repo with one commit (DVC included)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        source = REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    if params is not None:
+        write_params(destination, params)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "scratch copy"]):
+        subprocess.run(["git", *args], cwd=destination, check=True, capture_output=True)
+    return destination
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A scratch repo with the default params; its MLflow store is <project>/mlflow.db."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch) -> Path:
+    """A working folder for running stages in-process, with its own SQLite MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("DVC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    write_params(tmp_path, small_params())
+    return tmp_path
+
+
+def mlflow_client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def runs_of(uri: str, experiment: str = "polyfit", stage: str | None = None) -> list:
+    """All runs of an experiment in a store, newest first, optionally of one stage."""
+    client = mlflow_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.stage = '{stage}'" if stage else ""
+    return client.search_runs([found.experiment_id], query, max_results=1000)
