@@ -1,4 +1,10 @@
-"""Reading and writing the pipeline's files: atomic writes, checked tensor loads, digests."""
+"""Reading and writing the pipeline's files: atomic writes, checked tensor loads, digests.
+
+torch is imported inside the tensor functions: stages import this module before validating
+params, and a bad params.yaml should fail in milliseconds, not after a 2 s torch import.
+"""
+
+from __future__ import annotations
 
 import hashlib
 import io
@@ -7,10 +13,12 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from polyfit.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 # What torch.load raises on truncated, foreign or code-carrying files (weights_only=True).
 LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError)
@@ -46,6 +54,8 @@ def write_csv(path: Path, columns: dict[str, list]) -> None:
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     """torch.save into memory: saving to a path would embed the file name in the archive."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(dict(tensors), buffer)
     return buffer.getvalue()
@@ -67,6 +77,8 @@ def load_tensors(path: Path, content: bytes, shapes: dict[str, tuple]) -> dict[s
 
     weights_only=True refuses pickled code; every other fault names the file.
     """
+    import torch
+
     try:
         tensors = torch.load(io.BytesIO(content), weights_only=True)
     except LOAD_ERRORS as error:
@@ -95,8 +107,10 @@ def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor
     return tensors["x"], tensors["y"], sha256(content)
 
 
-def load_state_dict(path: Path, degree: int) -> tuple[dict[str, torch.Tensor], str]:
-    """The model's state_dict, checked against `degree`, and the file's sha256."""
-    content = read_bytes(path)
+def load_state_dict(
+    path: Path, degree: int, content: bytes | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The state_dict (read from `path` unless `content` is given), checked, and its sha256."""
+    content = read_bytes(path) if content is None else content
     shapes = {"0.weight": (1, degree), "0.bias": (1,)}
     return load_tensors(path, content, shapes), sha256(content)

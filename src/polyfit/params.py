@@ -140,15 +140,21 @@ class Params(Frozen):
 def load_params(path: Path) -> Params:
     """Parse and validate the params file; raise UsageError with one line on any problem."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except OSError as error:
         raise UsageError(f"{path}: cannot read: {error.strerror}") from None
+    return validate_params(parse_yaml(text, str(path)), source=str(path))
+
+
+def parse_yaml(text: str, source: str) -> object:
+    """yaml.safe_load with a one-line UsageError naming the line of a syntax error."""
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
-        raise UsageError(f"{path}: malformed YAML{line}: {problem}") from None
-    return validate_params(raw, source=str(path))
+        raise UsageError(f"{source}: malformed YAML{line}: {problem}") from None
 
 
 def validate_params(raw: object, source: str = "params") -> Params:

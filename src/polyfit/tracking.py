@@ -14,16 +14,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from polyfit.errors import PolyfitError
-from polyfit.paths import project_root
+from polyfit.errors import PolyfitError, UsageError
+from polyfit.paths import MODEL, project_root
 from polyfit.provenance import git_state
 
+MODEL_FILE = MODEL.name  # the artifact keeps the DVC out's file name
 BATCH_SIZE = 1000  # MLflow's limit of metrics per log_batch call
-# Fail fast on an unreachable server (MLflow's defaults retry for minutes); env overrides win.
-HTTP_DEFAULTS = {
+# Fail fast on an unreachable server (MLflow's defaults retry for minutes), and keep progress
+# bars out of stage logs. Values the user set in the environment win.
+MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -54,17 +57,23 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def make_client(uri: str):
+    """An MlflowClient for `uri` (tracking and model registry), with our env defaults."""
+    for name, value in MLFLOW_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri, registry_uri=uri)
+
+
 def connect(experiment: str):
     """(client, experiment_id), creating the experiment if needed, race-free."""
-    for name, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
     try:
         with _store_lock(uri):
-            client = MlflowClient(uri, registry_uri=uri)
+            client = make_client(uri)
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 with contextlib.suppress(MlflowException):  # another process won the race
@@ -143,6 +152,19 @@ def provenance_tags(stage: str) -> dict:
     if experiment := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp"] = experiment
     return tags
+
+
+def download_model(run_id: str) -> bytes:
+    """The state_dict file that a train run logged as its `model/` artifact."""
+    from mlflow.exceptions import MlflowException
+
+    client = make_client(tracking_uri())
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            path = client.download_artifacts(run_id, f"model/{MODEL_FILE}", scratch)
+            return Path(path).read_bytes()
+    except (MlflowException, OSError) as error:
+        raise UsageError(f"run {run_id}: no model artifact: {_one_line(error)}") from None
 
 
 class Interrupted(KeyboardInterrupt):

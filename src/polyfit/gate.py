@@ -1,0 +1,187 @@
+"""`polyfit gate`: fail CI when a metric regresses against the metrics committed at a revision.
+
+`dvc metrics diff` reports but always exits 0; this applies the rules in gate.yaml and exits
+0 (every rule holds), 1 (a regression, or a gated metric missing or NaN) or 2 (usage error).
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from polyfit import paths
+from polyfit.errors import UsageError
+from polyfit.params import describe, flatten, parse_yaml
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+    better: Literal["lower", "higher"]
+    abs: Annotated[float, Field(ge=0)]
+    rel: Annotated[float, Field(ge=0)]
+
+    def __str__(self) -> str:
+        return f"{self.better} is better, tolerance {self.abs:g} + {self.rel * 100:g}% of baseline"
+
+
+class Verdict(BaseModel):
+    metric: str
+    baseline: float | None
+    current: float | None
+    rule: Rule
+    passed: bool
+    note: str
+
+
+def judge(metric: str, baseline, current, rule: Rule) -> Verdict:
+    """Does `current` stay within the rule's tolerance of `baseline`? Missing or NaN fails."""
+    sides = {"baseline": _as_number(baseline), "current": _as_number(current)}
+    problem = next(
+        (
+            f"{why} on the {side} side"
+            for side, value in sides.items()
+            for why in [_unusable(value)]
+            if why
+        ),
+        None,
+    )
+    if problem:
+        return Verdict(metric=metric, rule=rule, passed=False, note=problem, **sides)
+    worse_by = current - baseline if rule.better == "lower" else baseline - current
+    allowed = rule.abs + rule.rel * abs(baseline)
+    passed = worse_by <= allowed
+    note = "" if passed else f"worse by {worse_by:.4g}, allowed {allowed:.4g}"
+    return Verdict(metric=metric, rule=rule, passed=passed, note=note, **sides)
+
+
+def _as_number(value) -> float | None:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if is_number else None
+
+
+def _unusable(value: float | None) -> str | None:
+    if value is None:
+        return "missing"
+    return "NaN" if math.isnan(value) else None
+
+
+def _number(value) -> str:
+    return "—" if value is None else f"{value:.6g}"
+
+
+def _change(verdict: Verdict) -> str:
+    if verdict.baseline is None or verdict.current is None:
+        return "—"
+    delta = verdict.current - verdict.baseline
+    relative = f" ({delta / abs(verdict.baseline):+.2%})" if verdict.baseline else ""
+    return f"{delta:+.4g}{relative}"
+
+
+def render(verdicts: list[Verdict], params_changed: list[tuple], baseline: str) -> str:
+    """The markdown report: metric table, result line, then the params that differ."""
+    lines = [
+        f"## polyfit gate: workspace vs {baseline}",
+        "",
+        "| metric | baseline | current | change | rule | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        verdict = "pass" if v.passed else f"**FAIL**: {v.note}"
+        lines.append(
+            f"| {v.metric} | {_number(v.baseline)} | {_number(v.current)} "
+            f"| {_change(v)} | {v.rule} | {verdict} |"
+        )
+    failed = [v.metric for v in verdicts if not v.passed]
+    lines += [
+        "",
+        f"**Result: {len(failed)} regression(s): {', '.join(failed)}**"
+        if failed
+        else f"**Result: all {len(verdicts)} gated metrics hold.**",
+        "",
+        "### Params that differ",
+        "",
+    ]
+    if params_changed:
+        lines += ["| param | baseline | current |", "|---|---|---|"]
+        lines += [f"| {key} | {old} | {new} |" for key, old, new in params_changed]
+    else:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True)
+
+
+def resolve(revision: str) -> str:
+    """The commit sha of `revision`, or a UsageError naming it."""
+    done = _git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    if done.returncode != 0:
+        raise UsageError(f"unknown git revision {revision!r}")
+    return done.stdout.strip()
+
+
+def read_at(commit: str, path: Path) -> str | None:
+    """The file's text as committed at `commit`, or None if it is not there."""
+    done = _git("show", f"{commit}:{path.as_posix()}")
+    return done.stdout if done.returncode == 0 else None
+
+
+def load_metrics(text: str | None, where: str) -> dict:
+    if text is None:
+        raise UsageError(f"{where}: metrics file not found")
+    try:
+        return flatten(json.loads(text))
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise UsageError(f"{where}: not a JSON object of metrics ({error})") from None
+
+
+def load_rules(path: Path) -> dict[str, dict[str, Rule]]:
+    try:
+        raw = parse_yaml(path.read_text(), str(path))
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read: {error.strerror}") from None
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, dict) for v in raw.values()):
+        raise UsageError(f"{path}: expected 'metrics file: {{metric: rule}}' mappings")
+    try:
+        return {
+            file: {m: Rule.model_validate(r) for m, r in rules.items()}
+            for file, rules in raw.items()
+        }
+    except ValidationError as error:
+        raise UsageError(f"{path}: {describe(error)}") from None
+
+
+def params_diff(commit: str) -> list[tuple]:
+    """(key, baseline, current) for every params.yaml key whose value differs."""
+    old = flatten(parse_yaml(read_at(commit, paths.PARAMS) or "{}", "baseline params") or {})
+    new = flatten(parse_yaml(paths.PARAMS.read_text(), str(paths.PARAMS)) or {})
+    return [
+        (k, old.get(k, "—"), new.get(k, "—"))
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, "—") != new.get(k, "—")
+    ]
+
+
+def main(args) -> None:
+    rules = load_rules(paths.GATE_RULES)
+    commit = resolve(args.baseline)
+    verdicts = []
+    for file, metric_rules in rules.items():
+        path = Path(file)
+        baseline = load_metrics(read_at(commit, path), f"{file} at {args.baseline}")
+        current = load_metrics(path.read_text() if path.exists() else None, f"{file} (workspace)")
+        verdicts += [
+            judge(f"{file}: {metric}", baseline.get(metric), current.get(metric), rule)
+            for metric, rule in metric_rules.items()
+        ]
+    report = render(verdicts, params_diff(commit), f"`{args.baseline}` ({commit[:8]})")
+    print(report, end="")
+    if args.report:
+        Path(args.report).write_text(report)
+    if not all(v.passed for v in verdicts):
+        sys.exit(1)
