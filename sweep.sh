@@ -20,6 +20,7 @@ queue lbfgs -S train.optimizer=LBFGS -S train.lr=1.0
 
 dvc queue start --jobs "${JOBS:-2}"
 # `dvc queue start` returns at once; wait until no experiment is queued or running.
-while dvc queue status | grep -qE 'Queued|Running'; do sleep 2; done
+# (Read the status into a variable: `grep -q` in a pipe would SIGPIPE dvc under pipefail.)
+while status=$(dvc queue status) && grep -qE 'Queued|Running' <<<"$status"; do sleep 2; done
 dvc queue status
 dvc exp show --no-pager --drop '.*' --keep 'Experiment|rev|train.optimizer|train.lr$|final_loss|train_set.mse|gap_to_optimum'

@@ -1,9 +1,10 @@
 """Read and validate params.yaml into frozen typed objects: the only place settings are parsed.
 
-Every key is required and strictly typed, so a typo, a missing key or a number that YAML
-read as a string (`1e-3`) stops the pipeline before it writes anything.
+Every key is required and strictly typed, so a typo, a missing key or a quoted number ("0.1")
+stops the pipeline before it writes anything.
 """
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -146,10 +147,25 @@ def load_params(path: Path) -> Params:
     return validate_params(parse_yaml(text, str(path)), source=str(path))
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float, as YAML 1.2 and DVC do.
+
+    PyYAML follows YAML 1.1, where `1e-3` is a string; DVC reads params.yaml as YAML 1.2 and
+    writes floats that way (`dvc exp run -S train.lr=1e-6` stores `lr: 1e-06`), so we must agree.
+    """
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def parse_yaml(text: str, source: str) -> object:
-    """yaml.safe_load with a one-line UsageError naming the line of a syntax error."""
+    """Parse YAML (1.2 floats) with a one-line UsageError naming the line of a syntax error."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: builds no objects
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
@@ -177,7 +193,7 @@ def describe(error: ValidationError) -> str:
     elif kind == "extra_forbidden":
         message = "unknown key"
     elif isinstance(value, str) and _reads_as_number(value):
-        message = f"got the string {value!r}; write it as a YAML number such as {float(value)!r}"
+        message = f"got the string {value!r}; write the number without quotes: {float(value)!r}"
     else:
         message = first["msg"].removeprefix("Value error, ")
         if kind not in ("value_error",):
