@@ -38,7 +38,7 @@ def promote(client, name: str, version: str | None) -> str:
         raise UsageError(f"registered model {name!r}: {error.message}") from None
     if not versions:
         raise UsageError(f"registered model {name!r} has no versions: run `dvc repro` first")
-    by_number = {v.version: v for v in versions}
+    by_number = {str(v.version): v for v in versions}
     chosen = by_number.get(version) if version else max(versions, key=lambda v: int(v.version))
     if chosen is None:
         raise UsageError(f"registered model {name!r} has no version {version}")

@@ -1,0 +1,113 @@
+"""params.yaml validation: every invalid case stops with one line naming the key."""
+
+import math
+
+import pytest
+from conftest import REPO, default_params, write_params
+
+from polyfit.errors import UsageError
+from polyfit.params import load_params, parse_yaml, validate_params
+
+
+def mutated(path: str, value):
+    """Default params with the key at dotted `path` set to `value` (or removed if ...)."""
+    params = default_params()
+    *parents, leaf = path.split(".")
+    block = params
+    for key in parents:
+        block = block[key]
+    if value is ...:
+        del block[leaf]
+    else:
+        block[leaf] = value
+    return params
+
+
+def error_for(params) -> str:
+    with pytest.raises(UsageError) as caught:
+        validate_params(params, "params.yaml")
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_repo_params_are_valid_and_match_the_seed():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.target == "sin"
+    assert params.data.x_min == -math.pi and params.data.x_max == math.pi
+    assert params.data.n_samples == 2000 and params.model.degree == 3
+    assert (params.train.optimizer, params.train.lr, params.train.steps) == ("RMSprop", 1e-3, 2000)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("train.lr", "0.001", "train.lr: got the string '0.001'"),
+        ("train.lr", "fast", "train.lr: Input should be a valid number"),
+        ("train.lr", 0.0, "train.lr: Input should be greater than 0"),
+        ("train.lr", -1.0, "train.lr: Input should be greater than 0"),
+        ("train.lr", float("nan"), "train.lr: Input should be a finite number"),
+        ("train.lr", float("inf"), "train.lr: Input should be a finite number"),
+        ("data.x_max", float("-inf"), "data.x_max: Input should be a finite number"),
+        ("train.steps", 0, "train.steps: Input should be greater than or equal to 1"),
+        ("train.steps", 10.5, "train.steps: Input should be a valid integer"),
+        ("train.steps", True, "train.steps: Input should be a valid integer"),
+        ("model.degree", 0, "model.degree: Input should be greater than or equal to 1"),
+        ("data.n_samples", 3, "data.n_samples (3) must exceed model.degree (3)"),
+        ("data.x_min", 4.0, "data.x_min (4.0) must be below data.x_max"),
+        ("data.target", "tan", "data.target: Input should be 'sin', 'cos' or 'exp'"),
+        ("train.optimizer", "Adamax", "train.optimizer: Input should be 'SGD', 'RMSprop'"),
+        ("train.momentum", 0.9, "train.momentum: unknown key"),
+        ("train.seed", ..., "train.seed: missing key"),
+        ("mlflow", ..., "mlflow: missing key"),
+        ("train.options.SGD.momentum", 0.0, "train.options.SGD: nesterov needs momentum > 0"),
+        ("train.options.Adam.beta1", 1.0, "train.options.Adam.beta1: Input should be less than 1"),
+        ("train.divergence_factor", 1.0, "train.divergence_factor: Input should be greater than 1"),
+        ("mlflow.experiment", "", "mlflow.experiment: String should have at least 1 character"),
+    ],
+)
+def test_invalid_value_names_the_key(path, value, expected):
+    assert expected in error_for(mutated(path, value))
+
+
+def test_several_problems_report_the_first_and_count_the_rest():
+    params = mutated("train.lr", -1.0)
+    params["train"]["steps"] = 0
+    assert error_for(params).endswith("(and 1 more problem)")
+
+
+@pytest.mark.parametrize("text", ["{}", "[1, 2]", "just text", ""])
+def test_non_mapping_or_empty_document(text, tmp_path):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UsageError, match=r"params\.yaml"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  target: sin\n   x_min: [1\n")
+    with pytest.raises(UsageError, match=r"params.yaml: malformed YAML at line \d+"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UsageError, match="cannot read"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_exponent_floats_read_as_numbers_like_dvc_does(tmp_path):
+    """DVC (YAML 1.2) writes `dvc exp run -S train.lr=1e-6` as `lr: 1e-06`: it must load."""
+    from ruamel.yaml import YAML  # DVC's own YAML library
+
+    params = default_params()
+    write_params(tmp_path, params)
+    text = (tmp_path / "params.yaml").read_text().replace("lr: 0.001", "lr: 1e-06")
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train.lr == 1e-6
+    for literal in ["1e-3", "1.0e-6", "-2E+5", "1e3", "0.5", "7"]:
+        assert parse_yaml(f"v: {literal}", "t")["v"] == YAML(typ="safe").load(f"v: {literal}")["v"]
+
+
+def test_params_are_frozen():
+    params = validate_params(default_params())
+    with pytest.raises(Exception, match="frozen"):
+        params.train.lr = 1.0
