@@ -147,13 +147,17 @@ def load_rules(path: Path) -> dict[str, dict[str, Rule]]:
         raise UsageError(f"{path}: cannot read: {error.strerror}") from None
     if not isinstance(raw, dict) or not raw or not all(isinstance(v, dict) for v in raw.values()):
         raise UsageError(f"{path}: expected 'metrics file: {{metric: rule}}' mappings")
+    return {
+        file: {metric: _rule(path, file, metric, rule) for metric, rule in rules.items()}
+        for file, rules in raw.items()
+    }
+
+
+def _rule(path: Path, file: str, metric: str, raw) -> Rule:
     try:
-        return {
-            file: {m: Rule.model_validate(r) for m, r in rules.items()}
-            for file, rules in raw.items()
-        }
+        return Rule.model_validate(raw)
     except ValidationError as error:
-        raise UsageError(f"{path}: {describe(error)}") from None
+        raise UsageError(f"{path}: {file}: {metric}.{describe(error)}") from None
 
 
 def params_diff(commit: str) -> list[tuple]:
