@@ -56,3 +56,13 @@ def promote(client, name: str, version: str | None) -> str:
             )
     client.set_registered_model_alias(name, CHAMPION, chosen.version)
     return f"{name} version {chosen.version} is now {CHAMPION} ({SCORE}={candidate:.6g})"
+
+
+def main(args) -> None:
+    """`polyfit promote [--version N]`."""
+    from polyfit import paths, tracking
+    from polyfit.params import load_params
+
+    params = load_params(paths.PARAMS)
+    client = tracking.make_client(tracking.tracking_uri())
+    print(promote(client, params.mlflow.registered_model, args.version))

@@ -1,0 +1,109 @@
+"""End to end: `dvc repro` in a scratch copy of the repo, with its real MLflow store."""
+
+import json
+import os
+
+import pytest
+from conftest import REPO, default_params, mlflow_client, polyfit, run, runs_of, write_params
+
+from polyfit import paths
+from polyfit.files import sha256
+
+OUTPUTS = [
+    paths.DATASET,
+    paths.MODEL,
+    paths.TRAIN_METRICS,
+    paths.EVAL_METRICS,
+    paths.LOSS_CURVE,
+    paths.FIT_CURVE,
+]
+
+pytestmark = pytest.mark.slow
+
+
+def repro(project, *args):
+    done = run(["dvc", "repro", *args], project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def snapshot(project) -> dict:
+    return {str(path): (project / path).read_bytes() for path in [*OUTPUTS, "dvc.lock"]}
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """One full `dvc repro` on the default params, shared by the tests below."""
+    from conftest import make_project
+
+    project = make_project(tmp_path_factory.mktemp("e2e") / "project")
+    output = repro(project)
+    return project, output
+
+
+def test_repro_runs_three_stages_and_matches_the_committed_results(reproduced):
+    project, output = reproduced
+    assert ran_stages(output) == ["generate", "train", "evaluate"]
+    assert "Result: y = " in output
+    for name in ["dvc.lock", "metrics/train.json", "metrics/eval.json"]:
+        assert (project / name).read_text() == (REPO / name).read_text(), name
+    final_loss = json.loads((project / paths.TRAIN_METRICS).read_text())["final_loss"]
+    assert final_loss == pytest.approx(8.9, abs=0.1)
+
+
+def test_every_stage_is_tracked_in_the_store_at_the_repo_root(reproduced):
+    project, _ = reproduced
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    runs = runs_of(uri)
+    assert sorted(r.data.tags["stage"] for r in runs) == ["evaluate", "generate", "train"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    train = next(r for r in runs if r.data.tags["stage"] == "train")
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    assert train.data.tags["mlflow.source.git.commit"] == head
+    assert train.data.tags["git_dirty"] == "false"
+    history = mlflow_client(uri).get_metric_history(train.info.run_id, "loss")
+    assert len(history) == 2000
+    assert "eval.gap_to_optimum" in train.data.metrics
+    assert (project / "mlartifacts").is_dir()
+
+
+def test_second_repro_runs_nothing_and_forced_repro_is_byte_identical(reproduced):
+    project, _ = reproduced
+    before = snapshot(project)
+    assert ran_stages(repro(project)) == []
+    assert ran_stages(repro(project, "-f")) == ["generate", "train", "evaluate"]
+    assert snapshot(project) == before
+
+
+def test_a_train_param_change_reruns_train_and_evaluate_only(reproduced):
+    project, _ = reproduced
+    params = default_params()
+    params["train"]["lr"] = 2e-3
+    write_params(project, params)
+    try:
+        assert ran_stages(repro(project)) == ["train", "evaluate"]
+    finally:
+        write_params(project, default_params())
+        repro(project)
+
+
+def test_predict_prints_what_evaluate_scored(reproduced):
+    project, _ = reproduced
+    rows = (project / paths.FIT_CURVE).read_text().splitlines()[1:]
+    xs = [row.split(",")[0] for row in rows[::50]]
+    expected = [float(row.split(",")[2]) for row in rows[::50]]
+    local = polyfit("predict", "--x", *xs, cwd=project, env=None)
+    assert local.returncode == 0, local.stderr
+    assert [float(line.split()[1]) for line in local.stdout.splitlines()] == expected
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    model_sha = sha256((project / paths.MODEL).read_bytes())
+    train = next(r for r in runs_of(uri, stage="train") if r.data.tags["model_sha256"] == model_sha)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    logged = polyfit("predict", "--x", *xs, "--run", train.info.run_id, cwd=project, env=env)
+    assert logged.returncode == 0, logged.stderr
+    assert logged.stdout == local.stdout
