@@ -1,0 +1,315 @@
+"""Team setup on real servers: MLflow on PostgreSQL, proxied artifacts, basic auth, DVC remote.
+
+Every server is started by scripts/server.sh (what `make server` runs) on a free loopback port.
+"""
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+import torch
+from conftest import (
+    REPO,
+    clean_env,
+    make_project,
+    mlflow_client,
+    polyfit,
+    run,
+    runs_of,
+    small_params,
+)
+
+pytestmark = pytest.mark.slow
+SERVER_SCRIPT = REPO / "scripts" / "server.sh"
+POSTGRES = "postgres@127.0.0.1:5432"
+# SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2-binary.
+MLFLOW_POSTGRES = f"postgresql+psycopg2://{POSTGRES}"
+STAGES = ("generate", "train", "evaluate")
+SWEEP_LRS = (0.001, 0.002, 0.005)
+
+
+def experiment_params(experiment: str) -> dict:
+    """Short training, tracked under its own experiment so each test counts only its runs."""
+    params = small_params()
+    params["mlflow"]["experiment"] = experiment
+    return params
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Poll GET /health until it answers 200; fail with the server's log if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited {server.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (mlflow, uvicorn, workers); SIGKILL what lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        server.poll()  # reap the leader, or its zombie keeps the group alive
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, **env: str):
+    """scripts/server.sh on a free 127.0.0.1 port, artifacts in folder/artifacts; yields its URL."""
+    port = free_port()
+    env = clean_env(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"),
+        **env,
+    )
+    log = folder / "server.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            ["bash", str(SERVER_SCRIPT), "--workers", "2"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so teardown can kill all of it
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, server, log)
+        yield url
+    finally:
+        stop_group(server)
+
+
+@pytest.fixture(scope="module")
+def postgres_database():
+    """The name of a fresh PostgreSQL database, dropped at the end."""
+    name = f"polyfit_test_{uuid.uuid4().hex[:12]}"
+    try:
+        connection = psycopg2.connect(f"postgresql://{POSTGRES}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432 ({error}); .ci/run starts it")
+    connection.autocommit = True  # CREATE/DROP DATABASE refuse to run inside a transaction
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def team_server(postgres_database, tmp_path_factory):
+    """(url, artifacts folder) of one tracking server on the fresh database, for this module."""
+    folder = tmp_path_factory.mktemp("team-server")
+    with mlflow_server(
+        folder, MLFLOW_BACKEND_STORE_URI=f"{MLFLOW_POSTGRES}/{postgres_database}"
+    ) as url:
+        yield url, folder / "artifacts"
+
+
+def postgres_run_count(database: str, experiment: str) -> int:
+    uri = f"postgresql://{POSTGRES}/{database}"
+    with contextlib.closing(psycopg2.connect(uri)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM runs JOIN experiments USING (experiment_id) "
+            "WHERE experiments.name = %s",
+            (experiment,),
+        )
+        return cursor.fetchone()[0]
+
+
+def loss_column(project: Path) -> list[float]:
+    lines = (project / "plots" / "loss.csv").read_text().splitlines()[1:]
+    return [float(line.split(",")[1]) for line in lines]
+
+
+def assert_model_artifact_matches(client, run_id: str, project: Path, scratch: Path) -> None:
+    """The state_dict the run holds on the server is the one DVC tracks, tensor for tensor."""
+    downloaded = client.download_artifacts(run_id, "model/model.pt", str(scratch))
+    served = torch.load(downloaded, weights_only=True)
+    local = torch.load(project / "models" / "model.pt", weights_only=True)
+    assert served.keys() == local.keys()
+    assert all(torch.equal(served[name], local[name]) for name in local)
+
+
+def test_pipeline_tracks_everything_on_the_team_server(team_server, postgres_database, tmp_path):
+    url, artifacts = team_server
+    params = experiment_params("team-pipeline")
+    project = make_project(tmp_path / "project", params)
+    result = run(["dvc", "repro"], project, clean_env(MLFLOW_TRACKING_URI=url))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    runs = {stage: runs_of(url, "team-pipeline", stage) for stage in STAGES}
+    assert {stage: len(found) for stage, found in runs.items()} == dict.fromkeys(STAGES, 1)
+    assert postgres_run_count(postgres_database, "team-pipeline") == 3  # stored in PostgreSQL
+    train = runs["train"][0]
+    assert all(found[0].info.status == "FINISHED" for found in runs.values())
+    assert float(train.data.params["train.lr"]) == params["train"]["lr"]
+    assert train.data.params["train.optimizer"] == params["train"]["optimizer"]
+    assert any(key.startswith("eval.") for key in train.data.metrics)
+
+    client = mlflow_client(url)
+    history = sorted(client.get_metric_history(train.info.run_id, "loss"), key=lambda m: m.step)
+    assert [point.step for point in history] == list(range(params["train"]["steps"]))
+    assert [point.value for point in history] == loss_column(project)
+    assert_model_artifact_matches(client, train.info.run_id, project, tmp_path)
+    assert train.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+    stored = f"{train.info.experiment_id}/{train.info.run_id}/artifacts/model/model.pt"
+    assert (artifacts / stored).exists(), "the server's artifact store holds the model"
+    version = client.get_model_version(
+        params["mlflow"]["registered_model"], train.data.tags["registered_version"]
+    )
+    assert version.run_id == train.info.run_id
+    assert not (project / "mlflow.db").exists()
+    assert not (project / "mlartifacts").exists()
+
+
+def wait_for_queue(project: Path, env: dict, expected: int, timeout: float = 300) -> None:
+    """Poll `dvc queue status` until `expected` tasks succeeded; fail with the logs of a failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project, env).stdout
+        rows = [line.split() for line in status.splitlines()[1:] if line.strip()]
+        failed = [row[0] for row in rows if row[-1] == "Failed"]
+        if failed:
+            logs = run(["dvc", "queue", "logs", failed[0]], project, env).stdout
+            pytest.fail(f"a queued experiment failed:\n{status}\n{logs[-3000:]}")
+        if [row[-1] for row in rows].count("Success") == expected:
+            return
+        time.sleep(2)
+    pytest.fail(f"queue not done after {timeout} s:\n{status}")
+
+
+def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
+    url, _ = team_server
+    project = make_project(tmp_path / "project", experiment_params("team-sweep"))
+    env = clean_env(MLFLOW_TRACKING_URI=url)  # queue workers inherit it from `dvc queue start`
+    for lr in SWEEP_LRS:
+        queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}"], project, env)
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+    started = run(["dvc", "queue", "start", "-j", "2"], project, env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        wait_for_queue(project, env, expected=len(SWEEP_LRS))
+    finally:  # idle workers exit by themselves; on failure, leave none behind
+        run(["dvc", "queue", "stop", "--kill"], project, env)
+
+    train_runs = runs_of(url, "team-sweep", "train")
+    assert sorted(float(r.data.params["train.lr"]) for r in train_runs) == list(SWEEP_LRS)
+    assert all(r.info.status == "FINISHED" for r in train_runs)
+    assert len({r.data.tags["dvc_exp"] for r in train_runs}) == len(SWEEP_LRS)
+    client, steps = mlflow_client(url), small_params()["train"]["steps"]
+    assert all(len(client.get_metric_history(r.info.run_id, "loss")) == steps for r in train_runs)
+    assert len(runs_of(url, "team-sweep", "evaluate")) == len(SWEEP_LRS)
+    assert not (project / "mlflow.db").exists()
+
+
+def test_basic_auth_refuses_strangers_and_admits_the_pipeline(tmp_path, monkeypatch):
+    folder = tmp_path / "server"
+    folder.mkdir()
+    password = secrets.token_urlsafe(16)
+    server_env = {
+        "POLYFIT_AUTH": "1",
+        "POLYFIT_AUTH_DIR": str(folder / "auth"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{folder / 'backend.db'}",
+    }
+    project = make_project(tmp_path / "project", experiment_params("team-auth"))
+    with mlflow_server(folder, **server_env) as url:
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert requests.get(search, timeout=10).status_code == 401
+        wrong = requests.get(search, auth=("admin", "not-the-password"), timeout=10)
+        assert wrong.status_code == 401
+        stranger = polyfit("generate", cwd=project, env=clean_env(MLFLOW_TRACKING_URI=url))
+        assert stranger.returncode != 0
+        assert "401" in stranger.stdout + stranger.stderr
+
+        credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        result = run(["dvc", "repro"], project, clean_env(MLFLOW_TRACKING_URI=url, **credentials))
+        assert result.returncode == 0, result.stdout + result.stderr
+        for name, value in credentials.items():
+            monkeypatch.setenv(name, value)
+        assert all(len(runs_of(url, "team-auth", stage)) == 1 for stage in STAGES)
+        train_id = runs_of(url, "team-auth", "train")[0].info.run_id
+        assert_model_artifact_matches(mlflow_client(url), train_id, project, tmp_path)
+        assert_password_change_works(url, password)
+    assert (folder / "auth" / "basic_auth.db").exists()
+    assert password not in (folder / "auth" / "basic_auth.ini").read_text()
+
+
+def assert_password_change_works(url: str, password: str) -> None:
+    """The documented self-service rotation: the old password stops working, the new one works."""
+    new_password = secrets.token_urlsafe(16)
+    changed = requests.patch(
+        f"{url}/api/2.0/mlflow/users/update-password",
+        json={"username": "admin", "password": new_password, "current_password": password},
+        auth=("admin", password),
+        timeout=10,
+    )
+    assert changed.status_code == 200, changed.text
+    whoami = f"{url}/api/2.0/mlflow/users/current"
+    assert requests.get(whoami, auth=("admin", password), timeout=10).status_code == 401
+    assert requests.get(whoami, auth=("admin", new_password), timeout=10).status_code == 200
+
+
+def dvc(args: list[str], cwd: Path) -> str:
+    result = run(["dvc", *args], cwd)
+    assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def git(args: list[str], cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(tmp_path):
+    origin = make_project(tmp_path / "origin", small_params())
+    remote = str(tmp_path / "remote")
+    # --local: a directory path is machine-specific; an S3 remote would go in .dvc/config.
+    dvc(["remote", "add", "--local", "-d", "storage", remote], origin)
+    dvc(["repro"], origin)
+    dvc(["push"], origin)
+    git(["add", "-A"], origin)  # dvc.lock and the committed metrics
+    git(["commit", "-qm", "pipeline outputs"], origin)
+
+    clone = tmp_path / "clone"
+    git(["clone", "-q", str(origin), str(clone)], tmp_path)
+    dvc(["remote", "add", "--local", "-d", "storage", remote], clone)
+    dvc(["pull"], clone)
+    model = Path("models") / "model.pt"
+    assert (clone / model).read_bytes() == (origin / model).read_bytes()
+    assert "Data and pipelines are up to date." in dvc(["status"], clone)
+    reproduced = dvc(["repro"], clone)
+    assert "Running stage" not in reproduced
+    assert all(f"Stage '{stage}' didn't change, skipping" in reproduced for stage in STAGES)
+    assert not (clone / "mlflow.db").exists()  # no stage ran, so nothing was tracked
