@@ -16,8 +16,14 @@ from polyfit.params import OPTIMIZERS, validate_params
 from polyfit.scoring import least_squares, polynomial, score
 
 PARAMS = validate_params(default_params())
-SIN = {"target": "sin", "x_min": -math.pi, "x_max": math.pi, "n_samples": 2000,
-       "noise_std": 0.0, "seed": 0}
+SIN = {
+    "target": "sin",
+    "x_min": -math.pi,
+    "x_max": math.pi,
+    "n_samples": 2000,
+    "noise_std": 0.0,
+    "seed": 0,
+}
 
 
 def seed_loop(steps: int, seed: int = 0):

@@ -10,8 +10,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +17,6 @@ from polyfit.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
-
-# What torch.load raises on truncated, foreign or code-carrying files (weights_only=True).
-LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError)
 
 
 def write_atomic(path: Path, content: bytes) -> None:
@@ -80,23 +75,34 @@ def load_tensors(path: Path, content: bytes, shapes: dict[str, tuple]) -> dict[s
     import torch
 
     try:
-        tensors = torch.load(io.BytesIO(content), weights_only=True)
-    except LOAD_ERRORS as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        tensors = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
+    except Exception as error:  # damaged bytes surface as any of a dozen exception types
+        reason = _load_failure(error)
         raise UsageError(f"{path}: not a tensor file polyfit can load safely: {reason}") from None
     if not isinstance(tensors, dict) or set(tensors) != set(shapes):
-        found = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
+        found = sorted(map(str, tensors)) if isinstance(tensors, dict) else type(tensors).__name__
         raise UsageError(f"{path}: expected tensors {sorted(shapes)}, found {found}")
     for name, shape in shapes.items():
         tensor = tensors[name]
         if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
             kind = getattr(tensor, "dtype", type(tensor).__name__)
             raise UsageError(f"{path}: '{name}' must be a float32 tensor, found {kind}")
+        if tensor.layout != torch.strided or tensor.device.type != "cpu":
+            where = f"{tensor.layout} on {tensor.device}"
+            raise UsageError(f"{path}: '{name}' must be a dense CPU tensor, found {where}")
         if tuple(tensor.shape) != shape:
             raise UsageError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, expected {shape}")
         if not torch.isfinite(tensor).all():
             raise UsageError(f"{path}: '{name}' holds NaN or infinite values")
     return tensors
+
+
+def _load_failure(error: Exception) -> str:
+    """torch's reason in one short line; its weights_only errors open with generic advice."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if "unsupported" in line.lower()]  # e.g. a blocked GLOBAL
+    first = (specific or lines or [type(error).__name__])[0]
+    return first.split(". ")[0].rstrip(".")
 
 
 def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, str]:

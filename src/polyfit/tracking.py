@@ -172,40 +172,51 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise_interrupted(signum, frame):
-    raise Interrupted(f"terminated by signal {signum}")
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager
 def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
     """A run that ends FINISHED, FAILED (tagged with why) or KILLED, never left RUNNING."""
     client, experiment_id = connect(experiment)
-    tags = {**provenance_tags(stage), **tags}
-    from mlflow.entities import RunTag
+    from mlflow.exceptions import MlflowException
 
+    # A tracking server rejects tag values that are not strings (SQLite converts them).
+    tags = {key: str(value) for key, value in {**provenance_tags(stage), **tags}.items()}
     info = client.create_run(experiment_id, run_name=name, tags=tags).info
     run = TrackedRun(client, info.run_id, experiment_id)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         run.log_params(params)
         yield run
-    except KeyboardInterrupt:
-        _end(client, info.run_id, "KILLED", [RunTag("failure_reason", "interrupted")])
+    except KeyboardInterrupt as error:
+        _end(client, info.run_id, "KILLED", str(error) or "interrupted by SIGINT")
         raise
+    except MlflowException as error:  # e.g. the server went away: one line, not a traceback
+        _end(client, info.run_id, "FAILED", _one_line(error))
+        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {_one_line(error)}") from None
     except BaseException as error:
-        _end(client, info.run_id, "FAILED", [RunTag("failure_reason", _one_line(error))])
+        _end(client, info.run_id, "FAILED", _one_line(error))
         raise
     else:
-        _end(client, info.run_id, "FINISHED", [])
+        _end(client, info.run_id, "FINISHED")
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _end(client, run_id: str, status: str, tags: list) -> None:
+def end_run(client, run_id: str, status: str, reason: str | None = None) -> None:
+    """Set a run's final status, tagged with why it ended (failure_reason) unless FINISHED."""
+    from mlflow.entities import RunTag
+
+    if reason is not None:
+        client.log_batch(run_id, tags=[RunTag("failure_reason", reason)])
+    client.set_terminated(run_id, status)
+
+
+def _end(client, run_id: str, status: str, reason: str | None = None) -> None:
     """Best effort: if the store itself is gone, the original error matters more."""
     try:
-        if tags:
-            client.log_batch(run_id, tags=tags)
-        client.set_terminated(run_id, status)
+        end_run(client, run_id, status, reason)
     except Exception as error:
         print(f"polyfit: warning: could not mark run {run_id} {status}: {_one_line(error)}")
 

@@ -1,0 +1,156 @@
+"""Helpers for the failure tests: stage folders, child processes to interrupt, a real server."""
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import BIN, clean_env, write_params
+
+from polyfit import files, paths
+
+LOSS_LINE = re.compile(r"^\d+ \S+$")  # what train prints every log_every steps: "step loss"
+# Files a failed or interrupted command may still change: the MLflow store, captured stderr.
+NOT_OUTPUTS = {"mlflow.db", "mlflow.db.lock", "stderr.txt"}
+
+
+def stage_folder(folder: Path, params: dict) -> Path:
+    """A folder stages can run in: project marker, params and data/dataset.pt built in-process."""
+    from polyfit.data import make_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    write_params(folder, params)
+    x, y = make_dataset(**params["data"])
+    files.write_atomic(folder / paths.DATASET, files.tensors_to_bytes({"x": x, "y": y}))
+    return folder
+
+
+def store_env(folder: Path, **extra: str) -> dict:
+    """Child environment whose MLflow store is <folder>/mlflow.db, unless `extra` names one."""
+    return clean_env(**{"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", **extra})
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, except the MLflow store and captured output, which may change."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in NOT_OUTPUTS and "mlartifacts" not in path.parts
+    }
+
+
+class Child:
+    """A command whose stdout is read by a thread, so a test can wait for a line with a timeout."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict, new_session: bool = False):
+        self.stderr_path = cwd / "stderr.txt"
+        self.lines: list[str] = []
+        self.loss_printed = threading.Event()
+        with open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                start_new_session=new_session,
+                # Ctrl-C must reach the child even when pytest itself runs in the background.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if LOSS_LINE.match(line.strip()):
+                self.loss_printed.set()
+
+    def wait_for_training(self, timeout: float = 120) -> None:
+        """Block until the first loss line: training has started."""
+        if not self.loss_printed.wait(timeout):
+            self.process.kill()
+            raise AssertionError(f"no loss line within {timeout} s: {self.finish()}")
+
+    def signal(self, signum: int, group: bool = False) -> None:
+        """Send `signum` to the child, or to its whole session as a terminal's Ctrl-C does."""
+        if group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) once the child has exited."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout)
+        return self.process.returncode, "".join(self.lines), self.stderr_path.read_text()
+
+
+def polyfit_child(command: str, cwd: Path, env: dict) -> Child:
+    return Child([sys.executable, "-m", "polyfit", command], cwd, env)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that is bound but not listening: connections are refused at once."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, timeout: float = 90):
+    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifacts in `folder`."""
+    port = free_port()
+    # Server-side jobs (GenAI features) add worker pools and start-up time polyfit does not need.
+    env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--workers", "1"]
+    args += ["--artifacts-destination", str(folder / "server-artifacts")]
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(uri, server, timeout)
+        yield uri, server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # the server and its uvicorn worker
+        server.wait()
+
+
+def _wait_until_healthy(uri: str, server: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"mlflow server exited with {server.returncode}")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"{uri}/health", timeout=1)
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"mlflow server at {uri} not healthy within {timeout} s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Kill the server and its workers at once, as a crash or a pulled cable would."""
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()

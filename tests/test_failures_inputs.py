@@ -1,0 +1,226 @@
+"""Corrupt or foreign input files, and training that diverges.
+
+Inputs: every fault is a one-line UsageError naming the file (exit 2), and a pickle that
+carries code never runs it. Divergence: a non-finite loss, or one past train.divergence_factor
+x the first, stops training (exit 1), ends the MLflow run FAILED and writes no model.
+"""
+
+import io
+import os
+import pickle
+import random
+
+import pytest
+import torch
+from conftest import polyfit, runs_of, small_params
+from fault_tools import snapshot, stage_folder, store_env
+
+from polyfit import files, paths
+from polyfit.data import make_dataset
+from polyfit.errors import DivergedError, UsageError
+from polyfit.fit import build_optimizer, fit
+from polyfit.model import build_model, features
+
+N = 8  # samples in the hand-made dataset files
+REFUSED = "not a tensor file polyfit can load safely"
+SGD_PLAIN = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
+
+
+class RunsCode:
+    """Pickles as a call to os.system: loading it with plain pickle creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def saved(obj, legacy: bool = False) -> bytes:
+    """torch.save bytes, in the zip format or the legacy pickle-only one."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+def dataset(n: int = N, **overrides) -> bytes:
+    return saved({"x": torch.zeros(n), "y": torch.zeros(n)} | overrides)
+
+
+def code_carriers(marker) -> dict[str, bytes]:
+    """The same code-carrying payload in each format a .pt file may arrive in."""
+    return {
+        "zip": saved({"x": RunsCode(marker), "y": torch.zeros(N)}),
+        "legacy": saved({"x": RunsCode(marker), "y": torch.zeros(N)}, legacy=True),
+        "plain pickle": pickle.dumps(RunsCode(marker)),
+    }
+
+
+DATA_CASES = {
+    "truncated": (lambda: dataset()[: len(dataset()) // 2], REFUSED),
+    "garbage": (lambda: random.Random(0).randbytes(600), REFUSED),
+    "empty": (lambda: b"", REFUSED),
+    "text": (lambda: b"x,y\n0.0,0.0\n", REFUSED),
+    "too many samples": (lambda: dataset(N + 1), "'x' has shape (9,), expected (8,)"),
+    "2-d": (lambda: dataset(x=torch.zeros(N, 1)), "'x' has shape (8, 1), expected (8,)"),
+    "float64": (lambda: dataset(y=torch.zeros(N).double()), "'y' must be a float32 tensor"),
+    "int64": (lambda: dataset(x=torch.zeros(N, dtype=torch.int64)), "found torch.int64"),
+    "nan": (lambda: dataset(y=torch.full((N,), torch.nan)), "'y' holds NaN or infinite values"),
+    "inf": (lambda: dataset(x=torch.full((N,), torch.inf)), "'x' holds NaN or infinite values"),
+    "sparse": (lambda: dataset(x=torch.zeros(N).to_sparse()), "'x' must be a dense CPU tensor"),
+    "a list": (lambda: dataset(x=[0.0] * N), "'x' must be a float32 tensor, found list"),
+    "missing y": (lambda: saved({"x": torch.zeros(N)}), "expected tensors ['x', 'y'], found ['x']"),
+    "extra key": (lambda: dataset(z=torch.zeros(N)), "found ['x', 'y', 'z']"),
+    "int key": (lambda: dataset(**{"1": torch.zeros(N)}), "found ['1', 'x', 'y']"),
+    "not a dict": (lambda: saved([torch.zeros(N)] * 2), "found list"),
+    "bare tensor": (lambda: saved(torch.zeros(2, N)), "found Tensor"),
+}
+
+
+def error_for(load, path) -> str:
+    with pytest.raises(UsageError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+    return message
+
+
+@pytest.mark.parametrize(("make", "expected"), DATA_CASES.values(), ids=DATA_CASES.keys())
+def test_bad_dataset_is_one_line_naming_the_file(tmp_path, make, expected):
+    path = tmp_path / "dataset.pt"
+    path.write_bytes(make())
+    assert expected in error_for(lambda p: files.load_dataset(p, N), path)
+
+
+def test_missing_or_unreadable_dataset_names_the_file(tmp_path):
+    load = lambda p: files.load_dataset(p, N)  # noqa: E731
+    assert "cannot read: No such file or directory" in error_for(load, tmp_path / "absent.pt")
+    (tmp_path / "folder.pt").mkdir()
+    assert "cannot read: Is a directory" in error_for(load, tmp_path / "folder.pt")
+
+
+def test_the_code_carrying_payloads_do_run_code_when_unpickled_unsafely(tmp_path):
+    """Proves the next tests' payloads are live: only weights_only keeps them inert."""
+    for label, content in code_carriers(tmp_path / "ran").items():
+        if label == "plain pickle":
+            pickle.loads(content)
+        else:
+            torch.load(io.BytesIO(content), weights_only=False)
+        assert (tmp_path / "ran").exists(), label
+        (tmp_path / "ran").unlink()
+
+
+@pytest.mark.parametrize("label", ["zip", "legacy", "plain pickle"])
+def test_pickled_code_is_refused_and_never_runs(tmp_path, label):
+    marker = tmp_path / "ran"
+    path = tmp_path / "dataset.pt"
+    path.write_bytes(code_carriers(marker)[label])
+    assert REFUSED in error_for(lambda p: files.load_dataset(p, N), path)
+    path.write_bytes(code_carriers(marker)[label])
+    assert REFUSED in error_for(lambda p: files.load_state_dict(p, 3), path)
+    assert not marker.exists()
+
+
+def state_dict(degree: int = 3) -> dict:
+    return build_model(degree).state_dict()
+
+
+MODEL_CASES = {
+    "other degree": (lambda: saved(state_dict(4)), "'0.weight' has shape (1, 4), expected (1, 3)"),
+    "no bias": (lambda: saved({"0.weight": torch.zeros(1, 3)}), "found ['0.weight']"),
+    "float64": (lambda: saved({k: v.double() for k, v in state_dict().items()}), "float32"),
+    "whole module": (lambda: saved(build_model(3)), REFUSED),
+    "truncated": (lambda: saved(state_dict())[:100], REFUSED),
+    "a dataset": (lambda: dataset(), "expected tensors ['0.bias', '0.weight']"),
+}
+
+
+@pytest.mark.parametrize(("make", "expected"), MODEL_CASES.values(), ids=MODEL_CASES.keys())
+def test_bad_model_is_one_line_naming_the_file(tmp_path, make, expected):
+    path = tmp_path / "model.pt"
+    path.write_bytes(make())
+    assert expected in error_for(lambda p: files.load_state_dict(p, 3), path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A stage folder (small params) whose data/dataset.pt and models/model.pt are valid."""
+    folder = stage_folder(tmp_path / "work", small_params())
+    files.write_atomic(folder / paths.MODEL, files.tensors_to_bytes(state_dict()))
+    return folder
+
+
+CLI_CASES = {
+    "train, code in data": ("train", paths.DATASET, "zip", "unsupported GLOBAL posix.system"),
+    "train, truncated data": ("train", paths.DATASET, "truncated", REFUSED),
+    "evaluate, code in model": ("evaluate", paths.MODEL, "legacy", "unsupported GLOBAL"),
+    "evaluate, other degree": ("evaluate", paths.MODEL, "other degree", "has shape (1, 4)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "name", "fault", "expected"), CLI_CASES.values(), ids=CLI_CASES)
+def test_cli_bad_input_exits_2_naming_the_file(folder, stage, name, fault, expected):
+    marker = folder.parent / "ran"
+    if fault in ("zip", "legacy"):
+        content = code_carriers(marker)[fault]
+    else:
+        content = {**DATA_CASES, **MODEL_CASES}[fault][0]()
+    (folder / name).write_bytes(content)
+    before = snapshot(folder)
+    done = polyfit(stage, cwd=folder, env=store_env(folder))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"polyfit {stage}: error: {name}: ")
+    assert expected in done.stderr and done.stderr.count("\n") == 1
+    assert not marker.exists()
+    assert snapshot(folder) == before
+    assert not (folder / "mlflow.db").exists()  # refused before any MLflow run
+
+
+def fitted(lr: float, steps: int, log_every: int, factor: float) -> list[int]:
+    """Fit a cubic to 200 points of sin with plain SGD; return the steps it reported."""
+    x, y = make_dataset("sin", -3.0, 3.0, 200, 0.0, 0)
+    torch.manual_seed(0)
+    model = build_model(3)
+    optimizer = build_optimizer("SGD", model.parameters(), lr, SGD_PLAIN)
+    reported = []
+    report = lambda step, loss: reported.append(step)  # noqa: E731
+    fit(model, features(x, 3), y, optimizer, steps, log_every, factor, report)
+    return reported
+
+
+def test_non_finite_loss_stops_training():
+    with pytest.raises(DivergedError, match=r"^loss became non-finite at step \d+$"):
+        fitted(lr=1.0, steps=200, log_every=50, factor=1e3)
+
+
+def test_loss_growing_past_the_factor_stops_training():
+    fitted(lr=1e-4, steps=10, log_every=10, factor=1e20)  # grows, but within the factor
+    with pytest.raises(DivergedError, match=r"over 1000 x the first loss .*divergence_factor"):
+        fitted(lr=1e-4, steps=10, log_every=10, factor=1e3)
+
+
+def test_the_last_partial_window_is_checked_too():
+    with pytest.raises(DivergedError):
+        fitted(lr=1.0, steps=30, log_every=1000, factor=1e3)
+
+
+def test_the_loss_is_read_back_only_every_log_every_steps():
+    assert fitted(lr=1e-6, steps=10, log_every=4, factor=1e3) == [3, 7, 9]
+
+
+@pytest.mark.slow
+def test_cli_divergence_fails_the_run_and_keeps_the_earlier_model(tmp_path):
+    params = small_params(optimizer="SGD", lr=10.0)  # SGD with momentum 0.9: explodes at once
+    folder = stage_folder(tmp_path / "work", params)
+    files.write_atomic(folder / paths.MODEL, files.tensors_to_bytes(state_dict()))
+    before = snapshot(folder)
+    done = polyfit("train", cwd=folder, env=store_env(folder))
+    assert done.returncode == 1
+    error = done.stderr.splitlines()[-1]  # MLflow logs its own lines when it creates the store
+    assert error.startswith("polyfit train: error: loss became non-finite at step ")
+    assert "Traceback" not in done.stderr
+    assert snapshot(folder) == before  # model intact, no metrics, plots or temp files
+    (run,) = runs_of(f"sqlite:///{folder / 'mlflow.db'}", stage="train")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == error.removeprefix("polyfit train: error: ")

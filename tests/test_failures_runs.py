@@ -1,0 +1,190 @@
+"""Runs that end abnormally: Ctrl-C and SIGTERM, SIGKILL then `polyfit runs cleanup`, an
+unreachable tracking server, and four trainings writing to one SQLite store at once.
+
+Each test trains in a real child process (`python -m polyfit train`) against a real store.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from operator import attrgetter
+
+import pytest
+from conftest import mlflow_client, polyfit, runs_of, small_params
+from fault_tools import closed_port, polyfit_child, snapshot, stage_folder, store_env
+
+from polyfit import files, paths, runs
+from polyfit.model import build_model
+
+LONG = 10_000_000  # steps: training outlasts any test, so only a signal ends it
+
+
+@pytest.fixture
+def long_training(tmp_path):
+    """A stage folder holding earlier outputs, whose next train would run for hours."""
+    folder = stage_folder(tmp_path / "work", small_params(steps=LONG, log_every=100))
+    files.write_atomic(folder / paths.MODEL, files.tensors_to_bytes(build_model(3).state_dict()))
+    for name in (paths.TRAIN_METRICS, paths.LOSS_CURVE):
+        files.write_atomic(folder / name, f"earlier {name}\n".encode())
+    return folder
+
+
+def store_uri(folder) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def run_by_pid(uri: str, pid: int):
+    """The one run that process `pid` created."""
+    found = [run for run in runs_of(uri) if run.data.tags.get("pid") == str(pid)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_training_ends_killed_and_keeps_earlier_outputs(long_training, signum):
+    before = snapshot(long_training)
+    child = polyfit_child("train", long_training, store_env(long_training))
+    child.wait_for_training()
+    child.signal(signum)
+    code, _, stderr = child.finish()
+    assert code == 130
+    assert stderr.splitlines()[-1] == "polyfit train: interrupted"  # after MLflow's store set-up
+    assert "Traceback" not in stderr
+    assert snapshot(long_training) == before  # byte for byte, and no temp files left behind
+    run = run_by_pid(store_uri(long_training), child.process.pid)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["failure_reason"] == f"interrupted by {signal.Signals(signum).name}"
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_path):
+    (tmp_path / "model.pt").mkdir()  # the rename onto it fails after the bytes are written
+    with pytest.raises(OSError):
+        files.write_atomic(tmp_path / "model.pt", b"new")
+    assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
+    (tmp_path / "model.pt").rmdir()
+    files.write_atomic(tmp_path / "model.pt", b"new")
+    assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
+
+
+@pytest.mark.slow
+def test_cleanup_marks_runs_of_dead_processes_killed(long_training):
+    child = polyfit_child("train", long_training, store_env(long_training))
+    child.wait_for_training()
+    child.signal(signal.SIGKILL)  # no handler runs: the run stays RUNNING
+    child.finish()
+    orphan = run_by_pid(store_uri(long_training), child.process.pid).info.run_id
+    others = seeded_running_runs(store_uri(long_training))
+    done = polyfit("runs", "cleanup", cwd=long_training, env=store_env(long_training))
+    assert done.returncode == 0, done.stderr
+    client = mlflow_client(store_uri(long_training))
+    status = {run_id: client.get_run(run_id).info.status for run_id in [orphan, *others.values()]}
+    assert status == {
+        orphan: "KILLED",
+        others["pid reused"]: "KILLED",
+        others["live"]: "RUNNING",
+        others["other host"]: "RUNNING",
+        others["untagged"]: "RUNNING",
+    }
+    reason = client.get_run(orphan).data.tags["failure_reason"]
+    assert reason.startswith(f"process {child.process.pid} on {socket.gethostname()} ended")
+    assert f"marked KILLED: run {orphan}" in done.stdout
+    assert "2 run(s) marked KILLED, 3 left RUNNING" in done.stdout
+    again = polyfit("runs", "cleanup", cwd=long_training, env=store_env(long_training))
+    assert "0 run(s) marked KILLED, 3 left RUNNING" in again.stdout
+
+
+def seeded_running_runs(uri: str) -> dict[str, str]:
+    """RUNNING runs that cleanup must judge: label -> run id."""
+    client = mlflow_client(uri)
+    experiment = client.get_experiment_by_name("polyfit").experiment_id
+    host, me = socket.gethostname(), str(os.getpid())
+    day_ago = int((time.time() - 86400) * 1000)
+    seeds = {
+        "live": ({"host": host, "pid": me}, None),  # this test process
+        "pid reused": ({"host": host, "pid": me}, day_ago),  # run older than the process
+        "other host": ({"host": "elsewhere.invalid", "pid": "1"}, None),
+        "untagged": ({}, None),
+    }
+    return {
+        label: client.create_run(experiment, start_time, tags, run_name=label).info.run_id
+        for label, (tags, start_time) in seeds.items()
+    }
+
+
+def test_a_live_process_is_alive_and_an_exited_one_is_not():
+    assert runs.process_alive(os.getpid(), time.time())
+    assert not runs.process_alive(os.getpid(), time.time() - 86400)  # pid reused since
+    child = exited_child()
+    assert not runs.process_alive(child.pid, time.time())  # a zombie: exited, not yet reaped
+    child.wait()
+    assert not runs.process_alive(child.pid, time.time())
+
+
+def exited_child() -> subprocess.Popen:
+    """A child process that has exited but is not reaped yet (a zombie)."""
+    child = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # wait, but leave it unreaped
+    return child
+
+
+def test_orphan_reason_needs_this_host_and_a_pid():
+    started = time.time() * 1000
+    assert runs.orphan_reason({}, started, "here") is None
+    assert runs.orphan_reason({"host": "there", "pid": "1"}, started, "here") is None
+    assert runs.orphan_reason({"host": "here", "pid": "x"}, started, "here") is None
+
+
+@pytest.mark.slow
+def test_unreachable_server_fails_fast_before_training(tmp_path):
+    folder = stage_folder(tmp_path / "work", small_params())
+    before = snapshot(folder)
+    with closed_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        done = polyfit("train", cwd=folder, env=store_env(folder, MLFLOW_TRACKING_URI=uri))
+        seconds = time.monotonic() - started
+    assert done.returncode == 1
+    assert seconds < 10
+    assert done.stderr.startswith(f"polyfit train: error: MLflow tracking store {uri} unusable")
+    assert done.stderr.count("\n") == 1
+    assert done.stdout == ""  # not one loss line: training never started
+    assert snapshot(folder) == before
+
+
+@pytest.mark.slow
+def test_four_concurrent_trainings_record_four_complete_runs(tmp_path):
+    """One fresh SQLite store, four processes: first use, run creation and logging all race."""
+    steps = 300
+    uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    folders = []
+    for seed in range(4):
+        params = small_params(steps=steps, log_every=50)
+        params["data"].update(noise_std=0.1, seed=seed)  # each folder has its own data
+        folders.append(stage_folder(tmp_path / f"work{seed}", params))
+    children = [
+        polyfit_child("train", folder, store_env(folder, MLFLOW_TRACKING_URI=uri))
+        for folder in folders
+    ]
+    for child in children:
+        code, _, stderr = child.finish(timeout=300)
+        assert code == 0, stderr
+    client = mlflow_client(uri)
+    for folder, child in zip(folders, children, strict=True):
+        run = run_by_pid(uri, child.process.pid)
+        assert run.info.status == "FINISHED"
+        data_sha256 = files.sha256((folder / paths.DATASET).read_bytes())
+        assert run.data.tags["data_sha256"] == data_sha256
+        history = sorted(client.get_metric_history(run.info.run_id, "loss"), key=attrgetter("step"))
+        assert [point.step for point in history] == list(range(steps))
+        assert [point.value for point in history] == loss_curve(folder)  # its own, unmixed
+    versions = client.search_model_versions("name = 'polyfit-cubic'")
+    assert sorted(int(version.version) for version in versions) == [1, 2, 3, 4]
+
+
+def loss_curve(folder) -> list[float]:
+    """The loss column of the folder's plots/loss.csv."""
+    rows = (folder / paths.LOSS_CURVE).read_text().splitlines()[1:]
+    return [float(row.split(",")[1]) for row in rows]
