@@ -170,9 +170,6 @@ def test_malformed_yaml_stops_with_one_line(tmp_path, text):
     assert str(caught.value).startswith(f"{tmp_path / 'params.yaml'}: ")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="params.load_params: read_text raises UnicodeDecodeError (not caught)"
-)
 def test_a_params_file_that_is_not_text_stops_with_one_line(tmp_path):
     (tmp_path / "params.yaml").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(UsageError):

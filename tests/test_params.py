@@ -111,3 +111,10 @@ def test_params_are_frozen():
     params = validate_params(default_params())
     with pytest.raises(Exception, match="frozen"):
         params.train.lr = 1.0
+
+
+def test_a_repeated_key_is_an_error_not_a_silent_override(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("  steps: 2000", "  steps: 2000\n  steps: 5")
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UsageError, match=r"malformed YAML at line \d+: key 'steps' repeated"):
+        load_params(tmp_path / "params.yaml")

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     except PolyfitError as error:
         print(f"polyfit {args.command}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print(f"polyfit {args.command}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        reason = str(interrupt) or "interrupted by SIGINT"
+        print(f"polyfit {args.command}: {reason}", file=sys.stderr)
+        sys.exit(getattr(interrupt, "exit_code", 130))  # 128 + SIGINT unless told otherwise

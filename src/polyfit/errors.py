@@ -15,3 +15,13 @@ class UsageError(PolyfitError):
 
 class DivergedError(PolyfitError):
     """Training produced a non-finite or exploding loss."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM) raised as an exception, so runs end KILLED as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum  # the shell's convention for death by signal

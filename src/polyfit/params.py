@@ -141,18 +141,32 @@ class Params(Frozen):
 def load_params(path: Path) -> Params:
     """Parse and validate the params file; raise UsageError with one line on any problem."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path}: not UTF-8 text: {error.reason} at byte {error.start}") from None
     return validate_params(parse_yaml(text, str(path)), source=str(path))
 
 
 class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float, as YAML 1.2 and DVC do.
+    """SafeLoader that reads `1e-3` as a float, as YAML 1.2 and DVC do, and refuses repeated keys.
 
     PyYAML follows YAML 1.1, where `1e-3` is a string; DVC reads params.yaml as YAML 1.2 and
     writes floats that way (`dvc exp run -S train.lr=1e-6` stores `lr: 1e-06`), so we must agree.
+    A key given twice would otherwise silently take the last value.
     """
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} repeated", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12Loader.add_implicit_resolver(

@@ -6,6 +6,7 @@ mlflow is imported inside functions: it costs ~1.5 s, and commands that track no
 
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from polyfit.errors import PolyfitError, UsageError
+from polyfit.errors import Interrupted, PolyfitError, UsageError
 from polyfit.paths import MODEL, project_root
 from polyfit.provenance import git_state
 
@@ -61,6 +62,8 @@ def make_client(uri: str):
     """An MlflowClient for `uri` (tracking and model registry), with our env defaults."""
     for name, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    # A new SQLite store announces its schema set-up on stderr; errors should stay one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(uri, registry_uri=uri)
@@ -167,12 +170,8 @@ def download_model(run_id: str) -> bytes:
         raise UsageError(f"run {run_id}: no model artifact: {_one_line(error)}") from None
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so runs end as KILLED like on Ctrl-C."""
-
-
 def _raise_interrupted(signum, frame):
-    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+    raise Interrupted(signum)
 
 
 @contextlib.contextmanager
