@@ -1,10 +1,13 @@
-"""Shared fixtures: a scratch copy of the repo (real git, real DVC) and a scratch MLflow store."""
+"""Shared fixtures: a scratch copy of the repo (real git, real DVC), a scratch MLflow store, and
+helpers to run dvc and its experiment queue."""
 
+import contextlib
 import copy
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,60 @@ def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 60
 
 def polyfit(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600):
     return run([sys.executable, "-m", "polyfit", *args], cwd, env, timeout)
+
+
+def dvc(project: Path, *args: str, env: dict | None = None, timeout: float = 600) -> str:
+    """Run `dvc *args` in `project`, assert it succeeded, return its output."""
+    done = run(["dvc", *args], project, env, timeout)
+    assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@contextlib.contextmanager
+def queue_workers(project: Path, jobs: int, env: dict | None = None):
+    """`dvc queue start` for the block, then `dvc queue stop --kill`: no worker outlives it."""
+    # The workers outlive `dvc queue start` and inherit its stdout, so a pipe would never close.
+    started = subprocess.run(
+        ["dvc", "queue", "start", "--jobs", str(jobs)],
+        cwd=project,
+        env=env or clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+    try:
+        assert started.returncode == 0
+        yield
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], project, env)
+
+
+def wait_for_queue(project: Path, env: dict | None = None, timeout: float = 540) -> str:
+    """Poll `dvc queue status` until no task is queued or running; return the final status.
+
+    Fails with the status and task logs if a task fails or the queue is still busy at `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run(["dvc", "queue", "status"], project, env).stdout
+        rows = [line.split() for line in status.splitlines()[1:] if line.strip()]
+        states = {row[0]: row[-1] for row in rows}  # task id -> Queued, Running, Success, Failed
+        failed = [task for task, state in states.items() if state == "Failed"]
+        busy = [task for task, state in states.items() if state in ("Queued", "Running")]
+        if failed:
+            pytest.fail(f"a queued experiment failed:\n{status}\n{task_logs(project, env, failed)}")
+        if not busy:
+            return status
+        if time.monotonic() > deadline:
+            logs = task_logs(project, env, busy)
+            pytest.fail(f"queue still busy after {timeout} s:\n{status}\n{logs}")
+        time.sleep(2)
+
+
+def task_logs(project: Path, env: dict | None, tasks: list[str]) -> str:
+    """The last lines `dvc queue logs` shows for these tasks."""
+    logs = "".join(run(["dvc", "queue", "logs", task], project, env).stdout for task in tasks)
+    return logs[-3000:]
 
 
 def make_project(destination: Path, params: dict | None = None) -> Path:

@@ -1,18 +1,14 @@
-"""Helpers for the failure tests: stage folders, child processes to interrupt, a real server."""
+"""Helpers for the failure tests: stage folders, snapshots and child processes to interrupt."""
 
-import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
-from conftest import BIN, clean_env, write_params
+from conftest import clean_env, write_params
 
 from polyfit import files, paths
 
@@ -101,56 +97,3 @@ class Child:
 
 def polyfit_child(command: str, cwd: Path, env: dict) -> Child:
     return Child([sys.executable, "-m", "polyfit", command], cwd, env)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def closed_port():
-    """A loopback port that is bound but not listening: connections are refused at once."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        yield holder.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path, timeout: float = 90):
-    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifacts in `folder`."""
-    port = free_port()
-    # Server-side jobs (GenAI features) add worker pools and start-up time polyfit does not need.
-    env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--workers", "1"]
-    args += ["--artifacts-destination", str(folder / "server-artifacts")]
-    with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(uri, server, timeout)
-        yield uri, server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)  # the server and its uvicorn worker
-        server.wait()
-
-
-def _wait_until_healthy(uri: str, server: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow server exited with {server.returncode}")
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(f"{uri}/health", timeout=1)
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"mlflow server at {uri} not healthy within {timeout} s")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    """Kill the server and its workers at once, as a crash or a pulled cable would."""
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()

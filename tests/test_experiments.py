@@ -1,44 +1,13 @@
 """DVC experiments land in the one MLflow store at the repo root; `champion` moves on merit."""
 
 import os
-import subprocess
-import time
 
 import pytest
-from conftest import clean_env, mlflow_client, polyfit, run, runs_of
+from conftest import dvc, mlflow_client, polyfit, queue_workers, runs_of, wait_for_queue
 
 pytestmark = pytest.mark.slow
 
 SWEEP = {"adam": ("Adam", "0.01"), "sgd": ("SGD", "1e-06"), "lbfgs": ("LBFGS", "1.0")}
-
-
-def dvc(project, *args, timeout=600):
-    done = run(["dvc", *args], project, timeout=timeout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-def start_workers(project, jobs: int) -> None:
-    """`dvc queue start`; its workers outlive it and hold on to its stdout, so do not pipe it."""
-    done = subprocess.run(
-        ["dvc", "queue", "start", "--jobs", str(jobs)],
-        cwd=project,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
-    assert done.returncode == 0
-
-
-def wait_for_queue(project, limit: float = 540) -> str:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        status = dvc(project, "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            return status
-        time.sleep(2)
-    raise AssertionError(f"queue still busy after {limit} s:\n{status}")
 
 
 def test_queued_sweep_on_two_workers_lands_every_run_in_the_root_store(project):
@@ -57,11 +26,8 @@ def test_queued_sweep_on_two_workers_lands_every_run_in_the_root_store(project):
             "-S",
             "train.steps=300",
         )
-    start_workers(project, jobs=2)
-    try:
+    with queue_workers(project, jobs=2):
         status = wait_for_queue(project)
-    finally:
-        run(["dvc", "queue", "stop", "--kill"], project)
     assert status.count("Success") == 3, status
 
     uri = f"sqlite:///{project / 'mlflow.db'}"

@@ -6,7 +6,8 @@ import signal
 
 import pytest
 from conftest import clean_env, make_project, run, runs_of, small_params, write_params
-from fault_tools import Child, mlflow_server, stop_server
+from fault_tools import Child
+from servers import kill_server, mlflow_server
 
 from polyfit import paths
 
@@ -91,7 +92,7 @@ def test_server_lost_mid_run_fails_the_stage_and_dvc_records_nothing(
         env = clean_env(MLFLOW_TRACKING_URI=uri)
         child = Child(["dvc", "repro"], project, env, new_session=True)
         child.wait_for_training()
-        stop_server(server)
+        kill_server(server)
         seen_at_kill = len(child.lines)
         code, stdout, stderr = child.finish()
     assert len(child.lines) > seen_at_kill + 10  # training went on after the server was gone

@@ -13,7 +13,8 @@ from operator import attrgetter
 
 import pytest
 from conftest import mlflow_client, polyfit, runs_of, small_params
-from fault_tools import closed_port, polyfit_child, snapshot, stage_folder, store_env
+from fault_tools import polyfit_child, snapshot, stage_folder, store_env
+from servers import closed_port
 
 from polyfit import files, paths, runs
 from polyfit.model import build_model

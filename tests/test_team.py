@@ -4,12 +4,8 @@ Every server is started by scripts/server.sh (what `make server` runs) on a free
 """
 
 import contextlib
-import os
 import secrets
-import signal
-import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -18,18 +14,19 @@ import pytest
 import requests
 import torch
 from conftest import (
-    REPO,
     clean_env,
+    dvc,
     make_project,
     mlflow_client,
     polyfit,
-    run,
+    queue_workers,
     runs_of,
     small_params,
+    wait_for_queue,
 )
+from servers import mlflow_server
 
 pytestmark = pytest.mark.slow
-SERVER_SCRIPT = REPO / "scripts" / "server.sh"
 POSTGRES = "postgres@127.0.0.1:5432"
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2-binary.
 MLFLOW_POSTGRES = f"postgresql+psycopg2://{POSTGRES}"
@@ -42,69 +39,6 @@ def experiment_params(experiment: str) -> dict:
     params = small_params()
     params["mlflow"]["experiment"] = experiment
     return params
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Poll GET /health until it answers 200; fail with the server's log if it dies or stalls."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited {server.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def stop_group(server: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (mlflow, uvicorn, workers); SIGKILL what lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        server.poll()  # reap the leader, or its zombie keeps the group alive
-        try:
-            os.killpg(server.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path, **env: str):
-    """scripts/server.sh on a free 127.0.0.1 port, artifacts in folder/artifacts; yields its URL."""
-    port = free_port()
-    env = clean_env(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"),
-        **env,
-    )
-    log = folder / "server.log"
-    with open(log, "w") as output:
-        server = subprocess.Popen(
-            ["bash", str(SERVER_SCRIPT), "--workers", "2"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so teardown can kill all of it
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, server, log)
-        yield url
-    finally:
-        stop_group(server)
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +64,8 @@ def postgres_database():
 def team_server(postgres_database, tmp_path_factory):
     """(url, artifacts folder) of one tracking server on the fresh database, for this module."""
     folder = tmp_path_factory.mktemp("team-server")
-    with mlflow_server(
-        folder, MLFLOW_BACKEND_STORE_URI=f"{MLFLOW_POSTGRES}/{postgres_database}"
-    ) as url:
+    database_uri = f"{MLFLOW_POSTGRES}/{postgres_database}"
+    with mlflow_server(folder, backend_store_uri=database_uri, workers=2) as (url, _):
         yield url, folder / "artifacts"
 
 
@@ -165,8 +98,7 @@ def test_pipeline_tracks_everything_on_the_team_server(team_server, postgres_dat
     url, artifacts = team_server
     params = experiment_params("team-pipeline")
     project = make_project(tmp_path / "project", params)
-    result = run(["dvc", "repro"], project, clean_env(MLFLOW_TRACKING_URI=url))
-    assert result.returncode == 0, result.stdout + result.stderr
+    dvc(project, "repro", env=clean_env(MLFLOW_TRACKING_URI=url))
 
     runs = {stage: runs_of(url, "team-pipeline", stage) for stage in STAGES}
     assert {stage: len(found) for stage, found in runs.items()} == dict.fromkeys(STAGES, 1)
@@ -193,35 +125,15 @@ def test_pipeline_tracks_everything_on_the_team_server(team_server, postgres_dat
     assert not (project / "mlartifacts").exists()
 
 
-def wait_for_queue(project: Path, env: dict, expected: int, timeout: float = 300) -> None:
-    """Poll `dvc queue status` until `expected` tasks succeeded; fail with the logs of a failure."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project, env).stdout
-        rows = [line.split() for line in status.splitlines()[1:] if line.strip()]
-        failed = [row[0] for row in rows if row[-1] == "Failed"]
-        if failed:
-            logs = run(["dvc", "queue", "logs", failed[0]], project, env).stdout
-            pytest.fail(f"a queued experiment failed:\n{status}\n{logs[-3000:]}")
-        if [row[-1] for row in rows].count("Success") == expected:
-            return
-        time.sleep(2)
-    pytest.fail(f"queue not done after {timeout} s:\n{status}")
-
-
 def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
     url, _ = team_server
     project = make_project(tmp_path / "project", experiment_params("team-sweep"))
     env = clean_env(MLFLOW_TRACKING_URI=url)  # queue workers inherit it from `dvc queue start`
     for lr in SWEEP_LRS:
-        queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}"], project, env)
-        assert queued.returncode == 0, queued.stdout + queued.stderr
-    started = run(["dvc", "queue", "start", "-j", "2"], project, env)
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        wait_for_queue(project, env, expected=len(SWEEP_LRS))
-    finally:  # idle workers exit by themselves; on failure, leave none behind
-        run(["dvc", "queue", "stop", "--kill"], project, env)
+        dvc(project, "exp", "run", "--queue", "-S", f"train.lr={lr}", env=env)
+    with queue_workers(project, jobs=2, env=env):
+        status = wait_for_queue(project, env, timeout=300)
+    assert status.count("Success") == len(SWEEP_LRS), status
 
     train_runs = runs_of(url, "team-sweep", "train")
     assert sorted(float(r.data.params["train.lr"]) for r in train_runs) == list(SWEEP_LRS)
@@ -242,10 +154,9 @@ def test_basic_auth_refuses_strangers_and_admits_the_pipeline(tmp_path, monkeypa
         "POLYFIT_AUTH_DIR": str(folder / "auth"),
         "MLFLOW_AUTH_ADMIN_PASSWORD": password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{folder / 'backend.db'}",
     }
     project = make_project(tmp_path / "project", experiment_params("team-auth"))
-    with mlflow_server(folder, **server_env) as url:
+    with mlflow_server(folder, workers=2, **server_env) as (url, _):  # SQLite store in folder
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         assert requests.get(search, timeout=10).status_code == 401
         wrong = requests.get(search, auth=("admin", "not-the-password"), timeout=10)
@@ -255,8 +166,7 @@ def test_basic_auth_refuses_strangers_and_admits_the_pipeline(tmp_path, monkeypa
         assert "401" in stranger.stdout + stranger.stderr
 
         credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
-        result = run(["dvc", "repro"], project, clean_env(MLFLOW_TRACKING_URI=url, **credentials))
-        assert result.returncode == 0, result.stdout + result.stderr
+        dvc(project, "repro", env=clean_env(MLFLOW_TRACKING_URI=url, **credentials))
         for name, value in credentials.items():
             monkeypatch.setenv(name, value)
         assert all(len(runs_of(url, "team-auth", stage)) == 1 for stage in STAGES)
@@ -282,12 +192,6 @@ def assert_password_change_works(url: str, password: str) -> None:
     assert requests.get(whoami, auth=("admin", new_password), timeout=10).status_code == 200
 
 
-def dvc(args: list[str], cwd: Path) -> str:
-    result = run(["dvc", *args], cwd)
-    assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result.stdout + result.stderr
-
-
 def git(args: list[str], cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -296,20 +200,20 @@ def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(tmp_path):
     origin = make_project(tmp_path / "origin", small_params())
     remote = str(tmp_path / "remote")
     # --local: a directory path is machine-specific; an S3 remote would go in .dvc/config.
-    dvc(["remote", "add", "--local", "-d", "storage", remote], origin)
-    dvc(["repro"], origin)
-    dvc(["push"], origin)
+    dvc(origin, "remote", "add", "--local", "-d", "storage", remote)
+    dvc(origin, "repro")
+    dvc(origin, "push")
     git(["add", "-A"], origin)  # dvc.lock and the committed metrics
     git(["commit", "-qm", "pipeline outputs"], origin)
 
     clone = tmp_path / "clone"
     git(["clone", "-q", str(origin), str(clone)], tmp_path)
-    dvc(["remote", "add", "--local", "-d", "storage", remote], clone)
-    dvc(["pull"], clone)
+    dvc(clone, "remote", "add", "--local", "-d", "storage", remote)
+    dvc(clone, "pull")
     model = Path("models") / "model.pt"
     assert (clone / model).read_bytes() == (origin / model).read_bytes()
-    assert "Data and pipelines are up to date." in dvc(["status"], clone)
-    reproduced = dvc(["repro"], clone)
+    assert "Data and pipelines are up to date." in dvc(clone, "status")
+    reproduced = dvc(clone, "repro")
     assert "Running stage" not in reproduced
     assert all(f"Stage '{stage}' didn't change, skipping" in reproduced for stage in STAGES)
     assert not (clone / "mlflow.db").exists()  # no stage ran, so nothing was tracked

@@ -1,0 +1,105 @@
+"""Real servers for tests: loopback ports, and an MLflow server started by scripts/server.sh."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REPO, clean_env
+
+SERVER_SCRIPT = REPO / "scripts" / "server.sh"  # what `make server` runs
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that is bound but not listening: connections are refused at once."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(
+    folder: Path,
+    backend_store_uri: str | None = None,
+    artifacts_destination: Path | None = None,
+    log: Path | None = None,
+    workers: int = 1,
+    **env: str,
+):
+    """scripts/server.sh on a free 127.0.0.1 port; yields (url, process), stops it on exit.
+
+    Runs go to `backend_store_uri` (default a SQLite file in `folder`), artifacts to
+    `artifacts_destination` (default folder/artifacts), output to `log` (default
+    folder/server.log); `env` adds settings such as basic auth.
+    """
+    port = free_port()
+    env = clean_env(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        MLFLOW_BACKEND_STORE_URI=backend_store_uri or f"sqlite:///{folder / 'server.db'}",
+        MLFLOW_ARTIFACTS_DESTINATION=str(artifacts_destination or folder / "artifacts"),
+        **env,
+    )
+    log = log or folder / "server.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            ["bash", str(SERVER_SCRIPT), "--workers", str(workers)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so teardown can stop all of it
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, server, log)
+        yield url, server
+    finally:
+        stop_server(server)
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 180):
+    """Poll GET /health until it answers 200; fail with the server's log if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited {server.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(server: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM the server's process group (mlflow, uvicorn, workers); SIGKILL what lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        server.poll()  # reap the leader, or its zombie keeps the group alive
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    kill_server(server)
+
+
+def kill_server(server: subprocess.Popen) -> None:
+    """SIGKILL the server's whole process group at once, as a crash or a pulled cable would."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
