@@ -1,0 +1,102 @@
+"""`make bench`: measure the pipeline against its floors and write BENCHMARKS.md.
+
+Run from the repo root with the venv first on PATH (the Makefile does both):
+    python benchmarks/run.py            # everything, 15-20 min
+    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweep
+    python benchmarks/run.py --only loop
+Scratch clones and stores go to a temporary folder, removed at the end.
+"""
+
+import argparse
+import datetime
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import machine
+from logging_cost import logging_cost
+from pipeline import cold, warm
+from report import render
+from scale import SIZES, scale
+from sweep import sweep
+from timing import REPO, SCRATCH
+from training_loop import training_loop
+
+SECTIONS = ("cold", "warm", "logging", "loop", "scale", "sweep")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Benchmark polyfit and write BENCHMARKS.md.")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, scale up to 1e6, skip the sweep"
+    )
+    parser.add_argument("--only", choices=SECTIONS, help="run this section only")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="runs per measure (default 5; scale and cold 3)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=REPO / "BENCHMARKS.md", help="report file (BENCHMARKS.md)"
+    )
+    return parser
+
+
+def _counts(args) -> tuple[int, int]:
+    """(repeats, repeats of cold and scale, whose rounds take a minute or more)."""
+    return (1, 1) if args.quick else (args.repeats, min(args.repeats, 3))
+
+
+def _plan(args) -> dict:
+    """Section name -> zero-argument callable, in run order."""
+    repeats, heavy = _counts(args)
+    sizes = SIZES[:-1] if args.quick else SIZES
+    plan = {
+        "cold": lambda: cold(heavy),
+        "warm": lambda: warm(repeats),
+        "logging": lambda: logging_cost(repeats),
+        "loop": lambda: training_loop(repeats),
+        "scale": lambda: scale(heavy, sizes),
+        "sweep": sweep,
+    }
+    if args.only:
+        return {args.only: plan[args.only]}
+    if args.quick:
+        del plan["sweep"]
+    return plan
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    started_at = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    load_before, started = machine.load(), time.perf_counter()
+    sections = []
+    try:
+        for name, measure in _plan(args).items():
+            print(f"bench: {name} ...", flush=True)
+            load_at_start = machine.load()
+            sections.append(measure())
+            sections[-1].notes.append(
+                f"Load average (1/5/15 min) at the start: {load_at_start}, "
+                f"at the end: {machine.load()}."
+            )
+            print(f"bench: {name} done at {(time.perf_counter() - started) / 60:.1f} min")
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
+    repeats, heavy = _counts(args)
+    mode = "quick: " if args.quick else ""
+    mode += f"{repeats} repeats, {heavy} for cold and scale"
+    mode += f", only {args.only}" if args.only else ""
+    run_facts = {
+        "Date": f"{started_at}, took {(time.perf_counter() - started) / 60:.1f} min",
+        "Command": f"`python benchmarks/run.py{''.join(' ' + a for a in sys.argv[1:])}` ({mode})",
+        "Load average (1/5/15 min)": f"{load_before} before, {machine.load()} after. The "
+        "machine is shared: other work at the same time inflates every wall time, which is "
+        "why each figure is set against a floor measured in the same rounds.",
+    }
+    text = render(run_facts, machine.describe(), sections)
+    args.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Training loop: microseconds per step of polyfit.fit.fit against the seed's bare loop."""
+
+import math
+import time
+
+from seed_loop import seed_loop, seed_model_and_optimizer
+from timing import Row, Section, median, verdict
+
+N_SAMPLES, STEPS = 2000, 2000
+TOLERANCE = 1.02  # "no slower": within 2%, the run-to-run noise of a shared 2-core machine
+
+
+def _no_report(step: int, loss: float) -> None:
+    """Stands in for the per-100-steps print in both loops, so neither writes to the terminal."""
+
+
+def _one_run(kind: str, inputs, target) -> tuple[float, float, list]:
+    """(wall us per step, CPU us per step, final weights) of one 2000-step run."""
+    import torch
+
+    from polyfit.fit import fit
+
+    torch.set_deterministic_debug_mode("error" if kind == "fit, stage settings" else "default")
+    torch.manual_seed(0)
+    model, optimizer = seed_model_and_optimizer()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if kind == "seed":
+        seed_loop(model, inputs, target, optimizer, STEPS, report=_no_report)
+    else:
+        fit(model, inputs, target, optimizer, STEPS, 100, 1e3, report=_no_report)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    torch.set_deterministic_debug_mode("default")
+    weights = [p.detach().clone() for p in model.parameters()]
+    return 1e6 * seconds / STEPS, 1e6 * cpu_seconds / STEPS, weights
+
+
+def training_loop(repeats: int) -> Section:
+    import torch
+
+    from polyfit.data import make_dataset
+    from polyfit.model import features
+
+    torch.set_num_threads(1)  # train.threads in params.yaml
+    x, y = make_dataset("sin", -math.pi, math.pi, N_SAMPLES, 0.0, 0)
+    inputs = features(x, 3)  # (N, 3), the seed's x.unsqueeze(-1).pow(p)
+    kinds = ["seed", "fit", "fit, stage settings"]
+    for kind in kinds:  # warm-up: torch._dynamo import, first kernels
+        _one_run(kind, inputs, y)
+    rounds = 6 * repeats
+    us, cpu_us, weights = {kind: [] for kind in kinds}, {kind: [] for kind in kinds}, {}
+    for round_index in range(rounds):
+        order = kinds[round_index % 3 :] + kinds[: round_index % 3]  # rotate to share drift
+        for kind in order:
+            step_us, step_cpu_us, weights[kind] = _one_run(kind, inputs, y)
+            us[kind].append(step_us)
+            cpu_us[kind].append(step_cpu_us)
+
+    def ratio(times: dict, kind: str) -> float:  # median of per-round ratios to the seed
+        return median([a / b for a, b in zip(times[kind], times["seed"], strict=True)])
+
+    same = all(torch.equal(a, b) for a, b in zip(weights["seed"], weights["fit"], strict=True))
+    section = Section(f"Training loop (n={N_SAMPLES}, {STEPS} steps, threads=1)")
+    section.rows = [
+        Row("seed's bare loop", f"{median(us['seed']):.1f} us/step"),
+        Row(
+            "polyfit.fit.fit",
+            f"{median(us['fit']):.1f} us/step, {ratio(us, 'fit'):.3f}x seed "
+            f"(CPU time: {ratio(cpu_us, 'fit'):.3f}x)",
+            f"<= {TOLERANCE:g}x seed",
+            verdict(ratio(us, "fit") <= TOLERANCE),
+        ),
+        Row(
+            "polyfit.fit.fit with the train stage's deterministic mode",
+            f"{median(us['fit, stage settings']):.1f} us/step, "
+            f"{ratio(us, 'fit, stage settings'):.3f}x seed",
+        ),
+    ]
+    section.notes += [
+        f"{rounds} rounds; each round runs every variant once in rotated order, 2000 steps "
+        "from the same seeded weights (RMSprop lr 1e-3, MSELoss(sum)), timed in-process. "
+        "Ratios are medians of the per-round ratios, which cancels slow drifts in load; the "
+        "verdict uses wall time, CPU time (process_time, one thread) is shown as a check.",
+        "Both loops read the loss every 100 steps (`loss.item()`, the seed's print) and "
+        "report it to a no-op. fit also keeps the whole loss history and checks divergence.",
+        f"Same computation: final weights of seed and fit are bit-identical: {same}.",
+        "'Deterministic mode' is what polyfit.runtime.configure_torch sets in the stages "
+        "(torch.set_deterministic_debug_mode('error')), which also fills every new tensor "
+        "with NaN (torch.utils.deterministic.fill_uninitialized_memory).",
+    ]
+    return section
