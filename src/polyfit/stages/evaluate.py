@@ -28,11 +28,15 @@ def main() -> None:
     grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)
     grid_y = TARGET_FUNCTIONS[data.target](grid_x.double())  # noise-free truth, (G,)
 
-    logged = flatten({"data": {"target": data.target}, "model": params.model.model_dump()})
-    logged |= flatten({"evaluate": params.evaluate.model_dump()})
+    used = {  # the params dvc.yaml lists for this stage
+        "data": data.model_dump(include={"target", "x_min", "x_max", "n_samples"}),
+        "model": params.model.model_dump(),
+        "train": {"threads": params.train.threads},
+        "evaluate": params.evaluate.model_dump(),
+    }
     tags = {"data_sha256": data_sha256, "model_sha256": model_sha256}
     name = tracking.run_name("evaluate", f"model {model_sha256[:8]}")
-    with tracking.stage_run("evaluate", params.mlflow.experiment, name, logged, tags) as run:
+    with tracking.stage_run("evaluate", params.mlflow.experiment, name, flatten(used), tags) as run:
         metrics = flatten(score(model, x, y, grid_x, grid_y, degree))
         every = max(1, len(grid_x) // FIT_CURVE_POINTS)
         curve = {
