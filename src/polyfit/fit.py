@@ -6,16 +6,11 @@ import torch
 
 from polyfit.errors import DivergedError
 
-OPTIMIZER_OPTION_NAMES = {  # params names that differ from the torch.optim keyword
-    "beta1": "betas",
-    "beta2": "betas",
-}
-
 
 def build_optimizer(name: str, parameters, lr: float, options: dict) -> torch.optim.Optimizer:
     """torch.optim.<name>(parameters, lr=lr, **options), options as validated in params."""
     options = dict(options)
-    if "beta1" in options:
+    if "beta1" in options:  # params spell Adam's betas as two scalars, for `dvc exp run -S`
         options["betas"] = (options.pop("beta1"), options.pop("beta2"))
     if options.get("line_search_fn") == "none":
         options["line_search_fn"] = None
