@@ -3,9 +3,10 @@
 import torch
 
 
-def configure_torch(threads: int, seed: int | None = None) -> None:
-    """Fixed thread count, deterministic kernels, and the global RNG seeded when one is used."""
-    torch.set_num_threads(threads)
+def configure_torch(threads: int | None = None, seed: int | None = None) -> None:
+    """Deterministic kernels, plus a fixed thread count and seeded RNG where a stage uses them."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     # Same as use_deterministic_algorithms(True), which also imports torch._inductor (~1.3 s).
     torch.set_deterministic_debug_mode("error")
     if seed is not None:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -217,7 +218,8 @@ def _end(client, run_id: str, status: str, reason: str | None = None) -> None:
     try:
         end_run(client, run_id, status, reason)
     except Exception as error:
-        print(f"polyfit: warning: could not mark run {run_id} {status}: {_one_line(error)}")
+        warning = f"polyfit: warning: could not mark run {run_id} {status}: {_one_line(error)}"
+        print(warning, file=sys.stderr)
 
 
 def find_train_run(client, experiment_id: str, model_sha256: str) -> str | None:

@@ -7,12 +7,10 @@ from polyfit.params import flatten, load_params
 def main() -> None:
     params = load_params(paths.PARAMS)
     data = params.data
-    import torch  # after validation, so bad params fail in milliseconds
+    from polyfit.data import make_dataset  # imports torch: after validation, so bad params
+    from polyfit.runtime import configure_torch  # fail in milliseconds
 
-    from polyfit.data import make_dataset
-
-    # Same as use_deterministic_algorithms(True), which also imports torch._inductor (~1.3 s).
-    torch.set_deterministic_debug_mode("error")
+    configure_torch()  # the noise has its own seeded generator
     name = tracking.run_name("generate", f"{data.target} n={data.n_samples}")
     logged = flatten({"data": data.model_dump()})
     with tracking.stage_run("generate", params.mlflow.experiment, name, logged, {}) as run:
