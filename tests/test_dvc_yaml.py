@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import yaml
-from conftest import REPO
+from conftest import REPO, dvc
 
 from polyfit import paths
 from polyfit.params import flatten
@@ -75,3 +75,35 @@ def test_committed_metrics_are_valid_json_with_the_gated_keys():
     for file, metrics in rules.items():
         committed = json.loads((REPO / file).read_text())
         assert set(metrics) <= set(committed), file
+
+
+# `dvc status` on a fresh copy: outputs are absent there, which is all it may report.
+ABSENT = ("deleted", "not in cache")
+
+
+def _stale(project: Path) -> dict:
+    """What `dvc status` reports beyond outputs missing from a fresh copy."""
+    stale = {}
+    for stage, changes in json.loads(dvc(project, "status", "--json")).items():
+        for change in changes:  # {"changed deps": {file: state}}, or a word: "changed command"
+            if isinstance(change, str):
+                stale[stage] = change
+                continue
+            for kind, files in change.items():
+                stale |= {f"{stage} {kind}: {f}": s for f, s in files.items() if s not in ABSENT}
+    return stale
+
+
+def test_committed_lock_matches_the_code_params_and_metrics(project):
+    """Code or params changed without `dvc repro` and committing dvc.lock fail here, as do
+    committed metrics that are not the ones dvc.lock recorded."""
+    assert _stale(project) == {}, "run `dvc repro`, then commit dvc.lock and metrics/"
+    with (project / "src/polyfit/fit.py").open("a") as source:
+        source.write("# changed\n")
+    (project / "params.yaml").write_text(
+        (project / "params.yaml").read_text().replace("lr: 1.0e-3", "lr: 2.0e-3")
+    )
+    assert _stale(project) == {
+        "train changed deps: src/polyfit/fit.py": "modified",
+        "train changed deps: params.yaml": {"train": "modified"},  # train declares the block
+    }

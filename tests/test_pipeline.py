@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import yaml
 from conftest import REPO, default_params, mlflow_client, polyfit, run, runs_of, write_params
 
 from polyfit import paths
@@ -49,8 +50,17 @@ def test_repro_runs_three_stages_and_matches_the_committed_results(reproduced):
     project, output = reproduced
     assert ran_stages(output) == ["generate", "train", "evaluate"]
     assert "Result: y = " in output
-    for name in ["dvc.lock", "metrics/train.json", "metrics/eval.json"]:
-        assert (project / name).read_text() == (REPO / name).read_text(), name
+    # What each stage read is recorded exactly as committed. What it wrote may differ in the
+    # last float32 bits on another CPU (AVX2 vs AVX-512 kernels round differently), so the
+    # metrics are held to the committed ones by the gate's tolerances, as CI does.
+    produced, committed = (
+        yaml.safe_load((folder / "dvc.lock").read_text()) for folder in (project, REPO)
+    )
+    for stage, record in committed["stages"].items():
+        for key in ("cmd", "deps", "params"):
+            assert produced["stages"][stage].get(key) == record.get(key), (stage, key)
+    gate = polyfit("gate", "--baseline", "HEAD", cwd=project)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
     final_loss = json.loads((project / paths.TRAIN_METRICS).read_text())["final_loss"]
     assert final_loss == pytest.approx(8.9, abs=0.1)
 
