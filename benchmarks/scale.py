@@ -32,34 +32,39 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def child(n: int, steps: int, threads: int, fill: bool = True) -> dict:
+def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) -> dict:
     """Fit n samples for `steps` steps; return timings and memory in this process."""
     import torch
 
     from polyfit.data import make_dataset
-    from polyfit.fit import build_optimizer, fit
+    from polyfit.fit import autograd_objective, build_optimizer, fit
+    from polyfit.gram import gram_objective
     from polyfit.model import build_model, features
     from polyfit.runtime import configure_torch
 
     configure_torch(threads, 0)
     torch.utils.deterministic.fill_uninitialized_memory = fill
 
-    def train(x, y, steps):
+    def train(x, y, steps) -> float:
+        """Seconds for what the train stage times: building the objective, then `steps` steps."""
         model = build_model(DEGREE)
         optimizer = build_optimizer("RMSprop", model.parameters(), 1e-3, {})
-        inputs = features(x, DEGREE)  # (N, 3)
         started = time.perf_counter()
-        fit(model, inputs, y, optimizer, steps, log_every=100, divergence_factor=1e3)
-        return time.perf_counter() - started, inputs
+        if gradient == "gram":
+            objective = gram_objective(model, x, y, DEGREE)
+        else:
+            objective = autograd_objective(model, features(x, DEGREE), y)
+        fit(objective, optimizer, steps, log_every=100, divergence_factor=1e3)
+        return time.perf_counter() - started
 
     train(*make_dataset("sin", -math.pi, math.pi, 64, 0.0, 0), 5)  # imports, first-call costs
     rss_before_data = _status_kib("VmRSS")
     _reset_peak()
     x, y = make_dataset("sin", -math.pi, math.pi, n, 0.0, 0)
     rss_with_data = _status_kib("VmRSS")
-    seconds, inputs = train(x, y, steps)
+    seconds = train(x, y, steps)
     peak = _status_kib("VmHWM")
-    passes = []
+    inputs, passes = features(x, DEGREE), []  # (N, 3): what the floor reads
     for _ in range(FLOOR_PASSES):
         started = time.perf_counter()
         inputs.sum()
@@ -75,23 +80,22 @@ def child(n: int, steps: int, threads: int, fill: bool = True) -> dict:
     }
 
 
-# Candidate fixes, measured at the largest size: (extra child arguments, extra environment).
+GRADIENTS = ("autograd", "gram")  # train.gradient
+STAGE_ENV = {"THP_MEM_ALLOC_ENABLE": "1"}  # what `polyfit train` sets before importing torch
+# Changes to the stage's settings, measured at the largest size with autograd.
 VARIANTS = {
-    "THP_MEM_ALLOC_ENABLE=1 (transparent huge pages for torch's large CPU buffers)": (
-        [],
-        {"THP_MEM_ALLOC_ENABLE": "1"},
-    ),
+    "torch's default allocator (THP_MEM_ALLOC_ENABLE=0)": ([], {"THP_MEM_ALLOC_ENABLE": "0"}),
     "fill_uninitialized_memory = False after configure_torch": (["--no-fill"], {}),
 }
 
 
-def _measure(n: int, repeats: int, variant=([], {})) -> dict[str, list[float]]:
+def _measure(n: int, gradient: str, repeats: int, variant=([], {})) -> dict[str, list[float]]:
     """Each measure's samples over `repeats` child processes."""
     extra_args, extra_env = variant
     samples = []
     for _ in range(repeats):
-        args = [sys.executable, __file__, "--child", str(n), str(STEPS), str(THREADS)]
-        output = run([*args, *extra_args], **extra_env).stdout
+        args = [sys.executable, __file__, "--child", str(n), str(STEPS), str(THREADS), gradient]
+        output = run([*args, *extra_args], **(STAGE_ENV | extra_env)).stdout
         samples.append(json.loads(output.strip().splitlines()[-1]))
     measures = {key: [s[key] for s in samples] for key in samples[0]}
     measures["floor_ratio"] = [s["seconds_per_step"] / s["floor_seconds"] for s in samples]
@@ -106,17 +110,37 @@ def _mb(value: float) -> str:
     return f"{value / 1e6:.1f} MB"
 
 
-def _size_row(n: int, m: dict[str, list[float]]) -> list[str]:
+def _size_row(n: int, gradient: str, m: dict[str, list[float]]) -> list[str]:
     floor = median(m["floor_seconds"])
     over_data, over_imports = median(m["peak_over_data"]), median(m["peak_over_imports"])
     data_bytes = BYTES_PER_SAMPLE * n
     return [
         f"{n:.0e}",
+        gradient,
         spread(_ms(m["seconds_per_step"]), "ms", 3),
         f"{1e3 * floor:.3f} ms ({12 * n / floor / 1e9:.1f} GB/s)",
-        f"{median(m['floor_ratio']):.1f}x",
+        f"{median(m['floor_ratio']):.2f}x",
         f"{_mb(over_data)} ({over_data / data_bytes:.2f}x)",
         f"{_mb(over_imports)} ({over_imports / data_bytes:.2f}x)",
+    ]
+
+
+def _target_rows(n: int, gradient: str, m: dict[str, list[float]]) -> list[Row]:
+    floor_ratio = median(m["floor_ratio"])
+    memory_ratio = median(m["peak_over_data"]) / (BYTES_PER_SAMPLE * n)
+    return [
+        Row(
+            f"n={n:.0e}, {gradient}: step / bandwidth floor",
+            f"{floor_ratio:.2f}x ({spread(_ms(m['seconds_per_step']), 'ms', 2)} a step)",
+            f"<= {TARGET_FLOOR_RATIO:g}x",
+            verdict(floor_ratio <= TARGET_FLOOR_RATIO),
+        ),
+        Row(
+            f"n={n:.0e}, {gradient}: training peak memory / dataset bytes",
+            f"{memory_ratio:.2f}x",
+            f"<= {TARGET_MEMORY_RATIO:g}x",
+            verdict(memory_ratio <= TARGET_MEMORY_RATIO),
+        ),
     ]
 
 
@@ -124,63 +148,48 @@ def scale(repeats: int, sizes=SIZES) -> Section:
     section = Section(f"Scale (degree {DEGREE}, {STEPS} steps, threads={THREADS})")
     header = [
         "n",
+        "train.gradient",
         "time per step",
         "floor: one features.sum()",
         "step / floor",
         "training peak over x, y (x data)",
         "peak incl. x, y (x data)",
     ]
-    measured = {n: _measure(n, repeats) for n in sizes}
-    section.table = (header, [_size_row(n, m) for n, m in measured.items()])
+    measured = {(n, g): _measure(n, g, repeats) for n in sizes for g in GRADIENTS}
+    section.table = (header, [_size_row(n, g, m) for (n, g), m in measured.items()])
     largest = max(SIZES)
-    if largest in measured:
-        m = measured[largest]
-        floor_ratio = median(m["floor_ratio"])
-        memory_ratio = median(m["peak_over_data"]) / (BYTES_PER_SAMPLE * largest)
-        section.rows = [
-            Row(
-                f"n={largest:.0e}: step / bandwidth floor",
-                f"{floor_ratio:.1f}x",
-                f"<= {TARGET_FLOOR_RATIO:g}x",
-                verdict(floor_ratio <= TARGET_FLOOR_RATIO),
-            ),
-            Row(
-                f"n={largest:.0e}: training peak memory / dataset bytes",
-                f"{memory_ratio:.2f}x",
-                f"<= {TARGET_MEMORY_RATIO:g}x",
-                verdict(memory_ratio <= TARGET_MEMORY_RATIO),
-            ),
-            Row(f"n={largest:.0e}: time per step", spread(_ms(m["seconds_per_step"]), "ms", 1)),
-        ]
+    if largest in sizes:
+        for gradient in GRADIENTS:
+            section.rows += _target_rows(largest, gradient, measured[largest, gradient])
         for name, variant in VARIANTS.items():
-            v = _measure(largest, repeats, variant)
-            value = (
-                f"{spread(_ms(v['seconds_per_step']), 'ms', 1)}, {median(v['floor_ratio']):.1f}x"
-            )
-            section.rows.append(Row(f"n={largest:.0e}, candidate fix {name}", value))
+            v = _measure(largest, "autograd", repeats, variant)
+            ratio = median(v["floor_ratio"])
+            value = f"{spread(_ms(v['seconds_per_step']), 'ms', 1)}, {ratio:.1f}x"
+            section.rows.append(Row(f"n={largest:.0e}, autograd, {name}", value))
     section.notes += [
-        f"Medians of {repeats} child process(es) per size, with the range of time per step; "
-        "each child warms up (imports, torch._dynamo, first kernels) on 64 points first.",
-        "Time per step: polyfit.fit.fit over all steps / steps (RMSprop lr 1e-3, "
-        "MSELoss(sum)), under the train stage's torch settings (polyfit.runtime."
-        "configure_torch: deterministic mode, which NaN-fills every new tensor).",
+        f"Medians of {repeats} child process(es) per size and gradient, with the range of time "
+        "per step; each child warms up (imports, torch._dynamo, first kernels) on 64 points.",
+        "Time per step: what the train stage times (building the objective, then polyfit.fit."
+        "fit, RMSprop lr 1e-3) / steps, under the stage's settings: polyfit.runtime."
+        "configure_torch (deterministic mode, which NaN-fills every new tensor) and "
+        "THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's large buffers), as `polyfit train` sets.",
+        "autograd (the default) is the seed's computation: forward and backward over every "
+        "sample, every step. gram sums X^T X, X^T y, y^T y once, chunk by chunk in float64 "
+        "(that pass is inside the timing), then every step costs microseconds at any n.",
         f"Bandwidth floor: median of {FLOOR_PASSES} `features.sum()` on the (N, 3) float32 "
-        "feature tensor, i.e. one read of 12*N bytes with the same threads. A step reads the "
-        "features at least twice (forward X w, backward X^T g), so an unfused step cannot go "
-        "below ~2x this floor. At small n the tensor sits in cache and per-op overhead rules.",
+        "feature tensor, i.e. one read of 12*N bytes with the same threads. An autograd step "
+        "reads the features at least twice (forward X w, backward X^T g) and writes and reads "
+        "several N-long temporaries, so it cannot come near this floor unfused. At small n the "
+        "tensor sits in cache and per-op overhead rules.",
         "Training peak: the kernel's peak RSS (VmHWM, reset via /proc/self/clear_refs just "
         "before the data is made) minus the RSS right after x and y exist: features, model, "
         "optimizer state and every temporary of the 200 steps. 'incl. x, y' takes the RSS "
         "before the data was made as the baseline instead. x data = over 8*N bytes (x, y).",
-        "Candidate fixes run the same children at the largest size with one change each: "
-        "THP_MEM_ALLOC_ENABLE=1 in the environment (torch then backs large CPU buffers with "
-        "2 MB pages, so the fresh 40 MB temporaries of every step fault in far fewer pages), "
-        "or torch.utils.deterministic.fill_uninitialized_memory = False (no NaN-filling of "
-        "new tensors; the deterministic-algorithm checks stay on).",
     ]
     return section
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
     n_arg, steps_arg, threads_arg = (int(value) for value in sys.argv[2:5])
-    print(json.dumps(child(n_arg, steps_arg, threads_arg, fill="--no-fill" not in sys.argv)))
+    fill_arg = "--no-fill" not in sys.argv
+    print(json.dumps(child(n_arg, steps_arg, threads_arg, sys.argv[5], fill=fill_arg)))

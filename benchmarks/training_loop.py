@@ -7,7 +7,7 @@ from seed_loop import seed_loop, seed_model_and_optimizer
 from timing import Row, Section, median, verdict
 
 N_SAMPLES, STEPS = 2000, 2000
-TOLERANCE = 1.02  # "no slower": within 2%, the run-to-run noise of a shared 2-core machine
+TARGET = 1.0  # "no slower" than the seed's loop
 
 
 def _no_report(step: int, loss: float) -> None:
@@ -18,7 +18,7 @@ def _one_run(kind: str, inputs, target) -> tuple[float, float, list]:
     """(wall us per step, CPU us per step, final weights) of one 2000-step run."""
     import torch
 
-    from polyfit.fit import fit
+    from polyfit.fit import autograd_objective, fit
 
     torch.set_deterministic_debug_mode("error" if kind == "fit, stage settings" else "default")
     torch.manual_seed(0)
@@ -27,7 +27,8 @@ def _one_run(kind: str, inputs, target) -> tuple[float, float, list]:
     if kind == "seed":
         seed_loop(model, inputs, target, optimizer, STEPS, report=_no_report)
     else:
-        fit(model, inputs, target, optimizer, STEPS, 100, 1e3, report=_no_report)
+        objective = autograd_objective(model, inputs, target)
+        fit(objective, optimizer, STEPS, 100, 1e3, report=_no_report)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     torch.set_deterministic_debug_mode("default")
     weights = [p.detach().clone() for p in model.parameters()]
@@ -62,26 +63,30 @@ def training_loop(repeats: int) -> Section:
     section = Section(f"Training loop (n={N_SAMPLES}, {STEPS} steps, threads=1)")
     section.rows = [
         Row("seed's bare loop", f"{median(us['seed']):.1f} us/step"),
-        Row(
-            "polyfit.fit.fit",
-            f"{median(us['fit']):.1f} us/step, {ratio(us, 'fit'):.3f}x seed "
-            f"(CPU time: {ratio(cpu_us, 'fit'):.3f}x)",
-            f"<= {TOLERANCE:g}x seed",
-            verdict(ratio(us, "fit") <= TOLERANCE),
-        ),
-        Row(
-            "polyfit.fit.fit with the train stage's deterministic mode",
-            f"{median(us['fit, stage settings']):.1f} us/step, "
-            f"{ratio(us, 'fit, stage settings'):.3f}x seed",
-        ),
     ]
+    for kind, label in (
+        ("fit", "polyfit.fit.fit"),
+        ("fit, stage settings", "polyfit.fit.fit with the train stage's deterministic mode"),
+    ):
+        section.rows.append(
+            Row(
+                label,
+                f"{median(us[kind]):.1f} us/step, {ratio(us, kind):.3f}x seed "
+                f"(CPU time: {ratio(cpu_us, kind):.3f}x)",
+                f"<= {TARGET:g}x seed",
+                verdict(ratio(us, kind) <= TARGET),
+            )
+        )
     section.notes += [
         f"{rounds} rounds; each round runs every variant once in rotated order, 2000 steps "
         "from the same seeded weights (RMSprop lr 1e-3, MSELoss(sum)), timed in-process. "
         "Ratios are medians of the per-round ratios, which cancels slow drifts in load; the "
         "verdict uses wall time, CPU time (process_time, one thread) is shown as a check.",
         "Both loops read the loss every 100 steps (`loss.item()`, the seed's print) and "
-        "report it to a no-op. fit also keeps the whole loss history and checks divergence.",
+        "report it to a no-op. fit also keeps the whole loss history and checks divergence. "
+        "It is faster than the seed by skipping two wrappers, not work: it sets .grad = None "
+        "itself (optimizer.zero_grad's profiler record and torch._dynamo wrapper cost ~6 us) "
+        "and calls MSELoss as a function.",
         f"Same computation: final weights of seed and fit are bit-identical: {same}.",
         "'Deterministic mode' is what polyfit.runtime.configure_torch sets in the stages "
         "(torch.set_deterministic_debug_mode('error')), which also fills every new tensor "

@@ -18,7 +18,7 @@ from fault_tools import snapshot, stage_folder, store_env
 from polyfit import files, paths
 from polyfit.data import make_dataset
 from polyfit.errors import DivergedError, UsageError
-from polyfit.fit import build_optimizer, fit
+from polyfit.fit import autograd_objective, build_optimizer, fit
 from polyfit.model import build_model, features
 
 N = 8  # samples in the hand-made dataset files
@@ -185,7 +185,8 @@ def fitted(lr: float, steps: int, log_every: int, factor: float) -> list[int]:
     optimizer = build_optimizer("SGD", model.parameters(), lr, SGD_PLAIN)
     reported = []
     report = lambda step, loss: reported.append(step)  # noqa: E731
-    fit(model, features(x, 3), y, optimizer, steps, log_every, factor, report)
+    objective = autograd_objective(model, features(x, 3), y)
+    fit(objective, optimizer, steps, log_every, factor, report)
     return reported
 
 

@@ -32,6 +32,7 @@ OUT_OF_RANGE = {
     "train.log_every": 0,
     "train.threads": 0,
     "train.divergence_factor": 1.0,
+    "train.gradient": "numeric",
     "train.options.SGD.momentum": -0.9,
     "train.options.SGD.dampening": -1.0,
     "train.options.SGD.weight_decay": -1.0e-3,

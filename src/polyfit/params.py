@@ -101,6 +101,7 @@ class TrainParams(Frozen):
     log_every: Count
     threads: Annotated[int, Field(ge=1, le=256)]
     divergence_factor: Annotated[float, Field(gt=1)]
+    gradient: Literal["autograd", "gram"]
     options: OptimizerOptions
 
     def optimizer_options(self) -> dict:

@@ -18,7 +18,7 @@ def logged_params(params) -> dict:
 def main() -> None:
     params = load_params(paths.PARAMS)
     train, degree = params.train, params.model.degree
-    from polyfit.fit import build_optimizer, fit
+    from polyfit.fit import autograd_objective, build_optimizer, fit
     from polyfit.model import build_model, coefficients, features, formula
     from polyfit.runtime import configure_torch
 
@@ -32,12 +32,15 @@ def main() -> None:
         optimizer = build_optimizer(
             train.optimizer, model.parameters(), train.lr, train.optimizer_options()
         )
-        inputs = features(x, degree)  # (N, degree)
         started = time.perf_counter()
+        if train.gradient == "gram":
+            from polyfit.gram import gram_objective
+
+            objective = gram_objective(model, x, y, degree)  # its one pass over the data counts
+        else:
+            objective = autograd_objective(model, features(x, degree), y)  # (N, degree) inputs
         loss_history = fit(
-            model,
-            inputs,
-            y,
+            objective,
             optimizer,
             train.steps,
             train.log_every,
