@@ -108,7 +108,10 @@ def test_predict_prints_what_evaluate_scored(reproduced):
     expected = [float(row.split(",")[2]) for row in rows[::50]]
     local = polyfit("predict", "--x", *xs, cwd=project, env=None)
     assert local.returncode == 0, local.stderr
-    assert [float(line.split()[1]) for line in local.stdout.splitlines()] == expected
+    predicted = [float(line.split()[1]) for line in local.stdout.splitlines()]
+    # Equal to float32 rounding: on AVX-512 the matmul kernel for 10 points and for evaluate's
+    # 500 can round the last bit differently (seen: 0.99560070 vs 0.99560064).
+    assert predicted == pytest.approx(expected, rel=3e-7)
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     model_sha = sha256((project / paths.MODEL).read_bytes())

@@ -2,8 +2,8 @@
 
 import time
 
-from polyfit import files, paths, tracking
-from polyfit.params import flatten, load_params
+from polyfit import background, files, paths, tracking
+from polyfit.params import Params, flatten, load_params
 
 
 def logged_params(params) -> dict:
@@ -15,58 +15,76 @@ def logged_params(params) -> dict:
     ) | flatten({"train": {"options": options}})
 
 
-def main() -> None:
-    params = load_params(paths.PARAMS)
-    train, degree = params.train, params.model.degree
+def compute(params: Params):
+    """In the compute child: yield the dataset's sha256 once the data and optimizer are ready,
+    then, asked again once the parent's MLflow run has started, train and yield the model."""
+    from polyfit import plots
     from polyfit.fit import autograd_objective, build_optimizer, fit
     from polyfit.model import build_model, coefficients, features, formula
     from polyfit.runtime import configure_torch
 
+    train, degree = params.train, params.model.degree
     x, y, data_sha256 = files.load_dataset(paths.DATASET, params.data.n_samples)
     configure_torch(train.threads, train.seed)
-    name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
-    tags = {"data_sha256": data_sha256, "optimizer": train.optimizer}
-    logged = logged_params(params)
-    with tracking.stage_run("train", params.mlflow.experiment, name, logged, tags) as run:
-        model = build_model(degree)
-        optimizer = build_optimizer(
-            train.optimizer, model.parameters(), train.lr, train.optimizer_options()
-        )
-        started = time.perf_counter()
-        if train.gradient == "gram":
-            from polyfit.gram import gram_objective
+    model = build_model(degree)
+    optimizer = build_optimizer(  # imports torch._dynamo: ~1 s, beside the parent's MLflow
+        train.optimizer, model.parameters(), train.lr, train.optimizer_options()
+    )
+    yield data_sha256  # the input is valid: the parent may start the MLflow run
+    started = time.perf_counter()
+    if train.gradient == "gram":
+        from polyfit.gram import gram_objective
 
-            objective = gram_objective(model, x, y, degree)  # its one pass over the data counts
-        else:
-            objective = autograd_objective(model, features(x, degree), y)  # (N, degree) inputs
-        loss_history = fit(
-            objective,
-            optimizer,
-            train.steps,
-            train.log_every,
-            train.divergence_factor,
-            report=lambda step, loss: print(step, loss, flush=True),
-        )
-        seconds = time.perf_counter() - started
-        print(f"Result: {formula(coefficients(model))}")
-        save_and_log(run, params, model, loss_history.tolist(), seconds)
+        objective = gram_objective(model, x, y, degree)  # its one pass over the data counts
+    else:
+        objective = autograd_objective(model, features(x, degree), y)  # (N, degree) inputs
+    loss_history = fit(
+        objective,
+        optimizer,
+        train.steps,
+        train.log_every,
+        train.divergence_factor,
+        report=lambda step, loss: print(step, loss, flush=True),
+    )
+    seconds = time.perf_counter() - started
+    print(f"Result: {formula(coefficients(model))}", flush=True)
+    history = loss_history.tolist()
+    yield {
+        "model_bytes": files.tensors_to_bytes(model.state_dict()),
+        "loss_history": history,
+        "seconds": seconds,
+        "loss_png": plots.loss_png(history),
+    }
 
 
-def save_and_log(run, params, model, loss_history: list[float], seconds: float) -> None:
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    train = params.train
+    with background.child(compute, params) as trained:  # imports torch while we import mlflow
+        tracking.preload()
+        data_sha256 = trained.next()
+        name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
+        tags = {"data_sha256": data_sha256, "optimizer": train.optimizer}
+        with tracking.stage_run(
+            "train", params.mlflow.experiment, name, logged_params(params), tags
+        ) as run:
+            save_and_log(run, params, trained.next())
+
+
+def save_and_log(run, params: Params, trained: dict) -> None:
     """Write the DVC outputs, then mirror them into the MLflow run and the registry."""
-    from polyfit import plots, registry
+    from polyfit import registry
 
-    model_bytes = files.tensors_to_bytes(model.state_dict())
+    loss_history, model_bytes = trained["loss_history"], trained["model_bytes"]
     result = {"final_loss": loss_history[-1], "steps": len(loss_history)}
     run.log_history("loss", loss_history)
-    run.log_metrics(
-        result | {"train_seconds": seconds, "us_per_step": 1e6 * seconds / len(loss_history)}
-    )
+    us_per_step = 1e6 * trained["seconds"] / len(loss_history)
+    run.log_metrics(result | {"train_seconds": trained["seconds"], "us_per_step": us_per_step})
     files.write_atomic(paths.MODEL, model_bytes)
     files.write_json(paths.TRAIN_METRICS, result)
     files.write_csv(paths.LOSS_CURVE, {"step": range(len(loss_history)), "loss": loss_history})
     run.set_tags({"model_sha256": files.sha256(model_bytes)})
     run.log_file(paths.MODEL, "model")
-    run.log_bytes("loss.png", plots.loss_png(loss_history), "plots")
+    run.log_bytes("loss.png", trained["loss_png"], "plots")
     version = registry.register(run.client, run.run_id, params.mlflow.registered_model)
     run.set_tags({"registered_version": version})
