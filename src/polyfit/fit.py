@@ -55,29 +55,33 @@ def fit(
     # LBFGS evaluates the objective itself, several times a step. The others get it evaluated
     # here: optimizer.step(closure) would cost 8 us more a step (its enable_grad context).
     reevaluates = isinstance(optimizer, torch.optim.LBFGS)
-    losses, checked = [], 0
+    # One (steps,) tensor for the history, filled at each check: 0-d tensors cost ~100x more.
+    loss_history, window, checked = None, [], 0  # window: the losses since the last check
     for step in range(steps):
         if reevaluates:
-            losses.append(optimizer.step(objective))
+            window.append(optimizer.step(objective))
         else:
-            losses.append(objective())
+            window.append(objective())
             optimizer.step()
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            _check_divergence(losses, checked, divergence_factor)
-            checked = step + 1
-            report(step, losses[step].item())
-    return torch.stack(losses)
+            losses = torch.stack(window)
+            if loss_history is None:  # the objective's dtype: float32, or float64 for gram
+                loss_history = torch.empty(steps, dtype=losses.dtype)
+            loss_history[checked : step + 1] = losses
+            _check_divergence(losses, checked, loss_history[0].item(), divergence_factor)
+            window, checked = [], step + 1
+            report(step, losses[-1].item())
+    return loss_history
 
 
-def _check_divergence(losses: list[torch.Tensor], start: int, factor: float) -> None:
-    """Raise DivergedError if any loss from `start` on is non-finite or > factor x the first."""
-    window = torch.stack(losses[start:])
-    if not torch.isfinite(window).all():
-        step = start + int((~torch.isfinite(window)).nonzero()[0])
+def _check_divergence(losses: torch.Tensor, start: int, first: float, factor: float) -> None:
+    """Raise DivergedError if a loss of steps start.. is non-finite or > factor x the first."""
+    if not torch.isfinite(losses).all():
+        step = start + int((~torch.isfinite(losses)).nonzero()[0])
         raise DivergedError(f"loss became non-finite at step {step}")
-    worst, first = window.max().item(), losses[0].item()
+    worst = losses.max().item()
     if worst > factor * first:
-        step = start + int(window.argmax())
+        step = start + int(losses.argmax())
         raise DivergedError(
             f"loss grew to {worst:.4g} at step {step}, over {factor:g} x the first loss "
             f"{first:.4g} (train.divergence_factor)"
