@@ -37,8 +37,7 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
     import torch
 
     from polyfit.data import make_dataset
-    from polyfit.fit import autograd_objective, build_optimizer, fit
-    from polyfit.gram import gram_objective
+    from polyfit.fit import build_optimizer, fit, make_objective
     from polyfit.model import build_model, features
     from polyfit.runtime import configure_torch
 
@@ -50,10 +49,7 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
         model = build_model(DEGREE)
         optimizer = build_optimizer("RMSprop", model.parameters(), 1e-3, {})
         started = time.perf_counter()
-        if gradient == "gram":
-            objective = gram_objective(model, x, y, DEGREE)
-        else:
-            objective = autograd_objective(model, features(x, DEGREE), y)
+        objective = make_objective(gradient, model, x, y, DEGREE)
         fit(objective, optimizer, steps, log_every=100, divergence_factor=1e3)
         return time.perf_counter() - started
 

@@ -10,7 +10,7 @@ from conftest import default_params, runs_of, write_params
 
 from polyfit import paths
 from polyfit.data import make_dataset
-from polyfit.fit import autograd_objective, build_optimizer, fit
+from polyfit.fit import autograd_objective, build_optimizer, fit, make_objective
 from polyfit.gram import gram_objective, statistics
 from polyfit.model import build_model, coefficients, features
 from polyfit.scoring import least_squares
@@ -63,12 +63,7 @@ def train_both(optimizer: str, lr: float, steps: int, options: dict):
         torch.manual_seed(0)
         model = build_model(3)
         opt = build_optimizer(optimizer, model.parameters(), lr, options)
-        objective = (
-            gram_objective(model, x, y, 3)
-            if kind == "gram"
-            else autograd_objective(model, features(x, 3), y)
-        )
-        results.append((fit(objective, opt, steps, 100, 1e3), model))
+        results.append((fit(make_objective(kind, model, x, y, 3), opt, steps, 100, 1e3), model))
     (auto_history, auto_model), (gram_history, gram_model) = results
     return auto_history, gram_history, auto_model, gram_model, least_squares(x, y, 3)
 

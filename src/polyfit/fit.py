@@ -5,6 +5,7 @@ from collections.abc import Callable
 import torch
 
 from polyfit.errors import DivergedError
+from polyfit.model import features
 
 # The summed squared error at the current parameters, detached, with every parameter's .grad set.
 Objective = Callable[[], torch.Tensor]
@@ -37,6 +38,17 @@ def autograd_objective(
         return loss.detach()
 
     return objective
+
+
+def make_objective(
+    gradient: str, model: torch.nn.Sequential, x: torch.Tensor, target: torch.Tensor, degree: int
+) -> Objective:
+    """The objective params.train.gradient names, over the points x (N,) and target (N,)."""
+    if gradient == "gram":
+        from polyfit.gram import gram_objective  # it imports this module
+
+        return gram_objective(model, x, target, degree)  # one pass over the data, here
+    return autograd_objective(model, features(x, degree), target)  # (N, degree) inputs
 
 
 def fit(

@@ -11,7 +11,7 @@ The numbers equal autograd's up to rounding (float64 sums here, float32 there), 
 import torch
 
 from polyfit.fit import Objective
-from polyfit.model import coefficients, features
+from polyfit.model import coefficients, design
 
 CHUNK_ROWS = 1 << 16  # float64 temporaries of a few MB, however many samples
 
@@ -25,11 +25,10 @@ def statistics(
     total = torch.zeros((), dtype=torch.float64)
     for start in range(0, len(x), chunk_rows):
         x_chunk, y_chunk = x[start : start + chunk_rows], target[start : start + chunk_rows]
-        powers = features(x_chunk, degree).double()  # (n, degree), the float32 inputs, widened
-        design = torch.cat([torch.ones(len(x_chunk), 1, dtype=torch.float64), powers], dim=1)
+        matrix = design(x_chunk, degree).double()  # (n, degree + 1): float32 inputs, widened
         y_chunk = y_chunk.double()
-        gram += design.T @ design
-        cross += design.T @ y_chunk
+        gram += matrix.T @ matrix
+        cross += matrix.T @ y_chunk
         total += y_chunk @ y_chunk
     return gram, cross, total
 

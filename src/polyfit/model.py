@@ -9,6 +9,11 @@ def features(x: torch.Tensor, degree: int) -> torch.Tensor:
     return x.unsqueeze(-1).pow(powers)
 
 
+def design(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """(N,) -> (N, degree + 1): a column of ones (the bias), then the features, in x's dtype."""
+    return torch.cat([torch.ones_like(x).unsqueeze(-1), features(x, degree)], dim=1)
+
+
 def build_model(degree: int) -> torch.nn.Sequential:
     """Linear(degree, 1) then Flatten(0, 1): (N, degree) -> (N,)."""
     return torch.nn.Sequential(torch.nn.Linear(degree, 1), torch.nn.Flatten(0, 1))

@@ -5,14 +5,13 @@ import sys
 
 import torch
 
-from polyfit.model import coefficients, features, predict
+from polyfit.model import coefficients, design, predict
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor, degree: int) -> torch.Tensor:
     """(degree + 1,) float64: the coefficients that minimise the squared error on (x, y)."""
-    x64 = x.double()
-    design = torch.cat([torch.ones_like(x64).unsqueeze(-1), features(x64, degree)], dim=1)
-    return torch.linalg.lstsq(design, y.double().unsqueeze(-1), driver="gelsd").solution[:, 0]
+    matrix = design(x.double(), degree)  # (N, degree + 1)
+    return torch.linalg.lstsq(matrix, y.double().unsqueeze(-1), driver="gelsd").solution[:, 0]
 
 
 def polynomial(coefs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,8 @@ def compute(params: Params):
     """In the compute child: yield the dataset's sha256 once the data and optimizer are ready,
     then, asked again once the parent's MLflow run has started, train and yield the model."""
     from polyfit import plots
-    from polyfit.fit import autograd_objective, build_optimizer, fit
-    from polyfit.model import build_model, coefficients, features, formula
+    from polyfit.fit import build_optimizer, fit, make_objective
+    from polyfit.model import build_model, coefficients, formula
     from polyfit.runtime import configure_torch
 
     train, degree = params.train, params.model.degree
@@ -32,14 +32,8 @@ def compute(params: Params):
     )
     yield data_sha256  # the input is valid: the parent may start the MLflow run
     started = time.perf_counter()
-    if train.gradient == "gram":
-        from polyfit.gram import gram_objective
-
-        objective = gram_objective(model, x, y, degree)  # its one pass over the data counts
-    else:
-        objective = autograd_objective(model, features(x, degree), y)  # (N, degree) inputs
     loss_history = fit(
-        objective,
+        make_objective(train.gradient, model, x, y, degree),  # gram's one pass is timed too
         optimizer,
         train.steps,
         train.log_every,
