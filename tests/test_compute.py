@@ -10,7 +10,7 @@ from conftest import default_params
 from polyfit.data import make_dataset
 from polyfit.errors import DivergedError
 from polyfit.files import tensors_to_bytes
-from polyfit.fit import autograd_objective, build_optimizer, fit
+from polyfit.fit import build_optimizer, fit, make_loss
 from polyfit.model import build_model, coefficients, features, formula
 from polyfit.params import OPTIMIZERS, validate_params
 from polyfit.scoring import least_squares, polynomial, score
@@ -53,7 +53,7 @@ def our_fit(optimizer: str = "RMSprop", lr: float = 1e-3, steps: int = 2000, deg
     model = build_model(degree)
     options = getattr(PARAMS.train.options, optimizer).model_dump()
     opt = build_optimizer(optimizer, model.parameters(), lr, options)
-    history = fit(autograd_objective(model, features(x, degree), y), opt, steps, 100, 1e3)
+    history = fit(make_loss("autograd", model, x, y, degree), opt, steps, 100, 1e3)
     return history, model, x, y
 
 
@@ -153,7 +153,7 @@ def test_growth_beyond_the_factor_is_divergence():
     # and grows ~1.2x per step at 4e-6: checked every step, it is caught while still finite.
     optimizer = torch.optim.SGD(model.parameters(), lr=4e-6)
     with pytest.raises(DivergedError, match="divergence_factor"):
-        fit(autograd_objective(model, features(x, 3), y), optimizer, 2000, 1, 10.0)
+        fit(make_loss("autograd", model, x, y, 3), optimizer, 2000, 1, 10.0)
 
 
 def test_formula_matches_the_seed_line():

@@ -46,14 +46,18 @@ def _polyfit_imports(path: Path) -> set[Path]:
     return found
 
 
+# Code a module ships without importing it: the logged model's code file.
+SHIPPED = {SRC / "polyfit" / "logged_model.py": {SRC / "polyfit" / "serving.py"}}
+
+
 def _code_of(stage: str) -> set[str]:
-    """The stage module and everything it imports from polyfit, transitively."""
+    """The stage module and everything it imports (or ships) from polyfit, transitively."""
     todo, seen = [SRC / "polyfit" / "stages" / f"{stage}.py"], set()
     while todo:
         path = todo.pop()
         if path not in seen:
             seen.add(path)
-            todo.extend(_polyfit_imports(path))
+            todo.extend(_polyfit_imports(path) | SHIPPED.get(path, set()))
     return {str(path.relative_to(REPO)) for path in seen if path.name != "__init__.py"}
 
 

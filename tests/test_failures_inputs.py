@@ -18,8 +18,8 @@ from fault_tools import snapshot, stage_folder, store_env
 from polyfit import files, paths
 from polyfit.data import make_dataset
 from polyfit.errors import DivergedError, UsageError
-from polyfit.fit import autograd_objective, build_optimizer, fit
-from polyfit.model import build_model, features
+from polyfit.fit import build_optimizer, fit, make_loss
+from polyfit.model import build_model
 
 N = 8  # samples in the hand-made dataset files
 REFUSED = "not a tensor file polyfit can load safely"
@@ -185,7 +185,7 @@ def fitted(lr: float, steps: int, log_every: int, factor: float) -> list[int]:
     optimizer = build_optimizer("SGD", model.parameters(), lr, SGD_PLAIN)
     reported = []
     report = lambda step, loss: reported.append(step)  # noqa: E731
-    objective = autograd_objective(model, features(x, 3), y)
+    objective = make_loss("autograd", model, x, y, 3)
     fit(objective, optimizer, steps, log_every, factor, report)
     return reported
 

@@ -10,8 +10,8 @@ from conftest import default_params, runs_of, write_params
 
 from polyfit import paths
 from polyfit.data import make_dataset
-from polyfit.fit import autograd_objective, build_optimizer, fit, make_objective
-from polyfit.gram import gram_objective, statistics
+from polyfit.fit import build_optimizer, fit, make_loss
+from polyfit.gram import gram_loss, statistics
 from polyfit.model import build_model, coefficients, features
 from polyfit.scoring import least_squares
 from polyfit.stages import generate, train
@@ -33,9 +33,15 @@ def test_loss_and_gradient_equal_autograds_in_float64(degree):
     model = build_model(degree).double()
     with torch.no_grad():  # move off the initial weights so every term of G, c, s matters
         model[0].weight.mul_(3)
-    reference_loss = autograd_objective(model, features(x, degree).double(), y.double())()
+    # The seed's loss on the same float32 features, widened: what gram sums.
+    reference_loss = torch.nn.MSELoss(reduction="sum")(
+        model(features(x, degree).double()), y.double()
+    )
+    reference_loss.backward()
     expected = [tensor.clone() for tensor in parameters_and_grads(model)]
-    loss = gram_objective(model, x, y, degree)()
+    model.zero_grad()
+    loss = gram_loss(model, x, y, degree)()
+    loss.backward()
     assert loss.item() == pytest.approx(reference_loss.item(), rel=1e-12)
     for got, want in zip(parameters_and_grads(model)[2:], expected[2:], strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype
@@ -63,7 +69,7 @@ def train_both(optimizer: str, lr: float, steps: int, options: dict):
         torch.manual_seed(0)
         model = build_model(3)
         opt = build_optimizer(optimizer, model.parameters(), lr, options)
-        results.append((fit(make_objective(kind, model, x, y, 3), opt, steps, 100, 1e3), model))
+        results.append((fit(make_loss(kind, model, x, y, 3), opt, steps, 100, 1e3), model))
     (auto_history, auto_model), (gram_history, gram_model) = results
     return auto_history, gram_history, auto_model, gram_model, least_squares(x, y, 3)
 
@@ -94,7 +100,7 @@ def test_an_exact_fit_never_reports_a_negative_loss():
     with torch.no_grad():
         model[0].bias.fill_(0.5)
         model[0].weight.copy_(torch.tensor([[-1.0, 0.0, 0.25]]))
-    loss = gram_objective(model, x, y, 3)()
+    loss = gram_loss(model, x, y, 3)()
     assert 0.0 <= loss.item() < 1e-6
 
 
@@ -107,7 +113,7 @@ def test_train_stage_with_gram_logs_it_and_lands_beside_autograd(stage_dir):
     params["train"]["gradient"] = "gram"
     write_params(stage_dir, params)
     train.main()
-    gram_loss = json.loads(paths.TRAIN_METRICS.read_text())["final_loss"]
-    assert gram_loss == pytest.approx(autograd_loss, rel=0.01)  # see the RMSprop test above
+    gram_final = json.loads(paths.TRAIN_METRICS.read_text())["final_loss"]
+    assert gram_final == pytest.approx(autograd_loss, rel=0.01)  # see the RMSprop test above
     runs = runs_of(f"sqlite:///{stage_dir / 'mlflow.db'}", stage="train")
     assert sorted(run.data.params["train.gradient"] for run in runs) == ["autograd", "gram"]

@@ -40,10 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="predict y at given x with the current (or a logged) model",
-        description="Predict with models/model.pt, or with the state_dict of an MLflow run.",
+        description="Predict with models/model.pt (the DVC output), or with an MLflow model.",
     )
     predict.add_argument("--x", type=float, nargs="+", required=True, help="points to predict at")
-    predict.add_argument("--run", metavar="RUN_ID", help="load the model logged by this MLflow run")
+    predict.add_argument(
+        "--model",
+        metavar="URI",
+        help="an MLflow model: models:/polyfit-cubic@champion, models:/NAME/VERSION, "
+        "runs:/RUN_ID/model or models:/MODEL_ID",
+    )
 
     promote = commands.add_parser(
         "promote",

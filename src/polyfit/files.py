@@ -11,7 +11,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from polyfit.errors import UsageError
 
@@ -60,6 +60,17 @@ def sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+class Digests(NamedTuple):
+    """A file's content hashes: sha256 for our run tags, md5 as dvc.lock records the file."""
+
+    sha256: str
+    md5: str
+
+
+def digests(content: bytes) -> Digests:
+    return Digests(sha256(content), hashlib.md5(content).hexdigest())
+
+
 def read_bytes(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -105,12 +116,12 @@ def _load_failure(error: Exception) -> str:
     return first.split(". ")[0].rstrip(".")
 
 
-def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """x (n,), y (n,) and the file's sha256, checked against the params' n_samples."""
+def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, Digests]:
+    """x (n,), y (n,) and the file's digests, checked against the params' n_samples."""
     content = read_bytes(path)
     shape = (n_samples,)
     tensors = load_tensors(path, content, {"x": shape, "y": shape})
-    return tensors["x"], tensors["y"], sha256(content)
+    return tensors["x"], tensors["y"], digests(content)
 
 
 def load_state_dict(

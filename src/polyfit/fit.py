@@ -1,14 +1,16 @@
-"""The training loop of the seed, for any torch.optim optimizer, with divergence checks."""
+"""The seed's training loop for any torch.optim optimizer, with a loss history and divergence
+checks."""
 
 from collections.abc import Callable
 
 import torch
 
 from polyfit.errors import DivergedError
+from polyfit.gram import gram_loss
 from polyfit.model import features
 
-# The summed squared error at the current parameters, detached, with every parameter's .grad set.
-Objective = Callable[[], torch.Tensor]
+# The summed squared error at the current parameters, as a tensor autograd can differentiate.
+LossFunction = Callable[[], torch.Tensor]
 
 
 def build_optimizer(name: str, parameters, lr: float, options: dict) -> torch.optim.Optimizer:
@@ -21,63 +23,54 @@ def build_optimizer(name: str, parameters, lr: float, options: dict) -> torch.op
     return getattr(torch.optim, name)(parameters, lr=lr, **options)
 
 
-def autograd_objective(
-    model: torch.nn.Module, features: torch.Tensor, target: torch.Tensor
-) -> Objective:
-    """The seed's step: forward over every sample, MSELoss(reduction="sum"), backward."""
-    parameters = list(model.parameters())
-
-    def objective() -> torch.Tensor:
-        # What optimizer.zero_grad() does, without its profiler record and torch._dynamo
-        # wrapper (6 us a call, 4% of a step at n=2000).
-        for parameter in parameters:
-            parameter.grad = None
-        # The seed's MSELoss module, called as a function: 1.5 us less per step.
-        loss = torch.nn.functional.mse_loss(model(features), target, reduction="sum")
-        loss.backward()
-        return loss.detach()
-
-    return objective
-
-
-def make_objective(
+def make_loss(
     gradient: str, model: torch.nn.Sequential, x: torch.Tensor, target: torch.Tensor, degree: int
-) -> Objective:
-    """The objective params.train.gradient names, over the points x (N,) and target (N,)."""
-    if gradient == "gram":
-        from polyfit.gram import gram_objective  # it imports this module
+) -> LossFunction:
+    """The loss params.train.gradient names, over the points x (N,) and target (N,).
 
-        return gram_objective(model, x, target, degree)  # one pass over the data, here
-    return autograd_objective(model, features(x, degree), target)  # (N, degree) inputs
+    autograd: the seed's forward pass over every sample and MSELoss(reduction="sum").
+    gram: the same loss from sums over the data made once here (gram.py), for large data.
+    """
+    if gradient == "gram":
+        return gram_loss(model, x, target, degree)
+    inputs = features(x, degree)  # (N, degree)
+    loss_fn = torch.nn.MSELoss(reduction="sum")
+    return lambda: loss_fn(model(inputs), target)
 
 
 def fit(
-    objective: Objective,
+    loss_function: LossFunction,
     optimizer: torch.optim.Optimizer,
     steps: int,
     log_every: int,
     divergence_factor: float,
     report: Callable[[int, float], None] = lambda step, loss: None,
 ) -> torch.Tensor:
-    """Minimise the objective; return the loss before each step, (steps,).
+    """Minimise the loss; return the loss before each step, (steps,).
 
-    The loss stays on the tensor side (no .item()) except every `log_every` steps, where it is
-    reported and checked for divergence, so the loop costs no more than the seed's loop.
+    Losses stay tensors (no .item() per step) until every `log_every` steps, where they are
+    reported and checked for divergence, so the loop costs what the seed's loop costs.
     """
-    # LBFGS evaluates the objective itself, several times a step. The others get it evaluated
-    # here: optimizer.step(closure) would cost 8 us more a step (its enable_grad context).
-    reevaluates = isinstance(optimizer, torch.optim.LBFGS)
-    # One (steps,) tensor for the history, filled at each check: 0-d tensors cost ~100x more.
+
+    def closure() -> torch.Tensor:  # LBFGS evaluates the loss several times a step
+        optimizer.zero_grad()
+        loss = loss_function()
+        loss.backward()
+        return loss
+
     loss_history, window, checked = None, [], 0  # window: the losses since the last check
     for step in range(steps):
-        if reevaluates:
-            window.append(optimizer.step(objective))
+        if isinstance(optimizer, torch.optim.LBFGS):
+            loss = optimizer.step(closure)
         else:
-            window.append(objective())
+            optimizer.zero_grad()
+            loss = loss_function()
+            loss.backward()
             optimizer.step()
+        window.append(loss.detach())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             losses = torch.stack(window)
-            if loss_history is None:  # the objective's dtype: float32, or float64 for gram
+            if loss_history is None:  # one (steps,) tensor: 0-d tensors would cost ~100x more
                 loss_history = torch.empty(steps, dtype=losses.dtype)
             loss_history[checked : step + 1] = losses
             _check_divergence(losses, checked, loss_history[0].item(), divergence_factor)

@@ -1,17 +1,19 @@
 """The seed's loss and gradient from sufficient statistics: one pass over the data, then O(1).
 
 For the model's output b + X w and A = [1, X] (N, degree + 1), the summed squared error is
-    loss(t) = t^T G t - 2 t^T c + s,   gradient = 2 (G t - c),   t = (b, w),
+    loss(t) = t^T G t - 2 t^T c + s,   t = (b, w),
 with G = A^T A, c = A^T y and s = y^T y. They are summed once, in float64, from the same float32
-features the seed's forward reads; every step after that costs the same at any n_samples.
+features the seed's forward reads; every step after that costs the same at any n_samples, and
+autograd differentiates the (degree + 1)-sized quadratic form instead of the N-sized forward.
 The numbers equal autograd's up to rounding (float64 sums here, float32 there), so the default
 `train.gradient: autograd` stays the seed's computation bit for bit; `gram` is for large data.
 """
 
+from collections.abc import Callable
+
 import torch
 
-from polyfit.fit import Objective
-from polyfit.model import coefficients, design
+from polyfit.model import design
 
 CHUNK_ROWS = 1 << 16  # float64 temporaries of a few MB, however many samples
 
@@ -33,21 +35,16 @@ def statistics(
     return gram, cross, total
 
 
-def gram_objective(
+def gram_loss(
     model: torch.nn.Sequential, x: torch.Tensor, target: torch.Tensor, degree: int
-) -> Objective:
+) -> Callable[[], torch.Tensor]:
     """The summed squared error of model (Linear, Flatten) on (x, target), from statistics."""
     gram, cross, total = statistics(x, target, degree)
     linear = model[0]
 
-    def objective() -> torch.Tensor:
-        theta = coefficients(model)  # (degree + 1,) float64: bias, then weights
-        gram_theta = gram @ theta
+    def loss() -> torch.Tensor:
+        theta = torch.cat([linear.bias, linear.weight[0]]).double()  # (degree + 1,): b, then w
         # Rounding can take an exact fit a hair below zero; the true loss never is.
-        loss = (theta @ gram_theta - 2 * theta @ cross + total).clamp_min(0)
-        gradient = 2 * (gram_theta - cross)
-        linear.bias.grad = gradient[:1].to(linear.bias.dtype)
-        linear.weight.grad = gradient[1:].to(linear.weight.dtype).unsqueeze(0)
-        return loss
+        return (theta @ gram @ theta - 2 * theta @ cross + total).clamp_min(0)
 
-    return objective
+    return loss

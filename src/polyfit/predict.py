@@ -1,19 +1,25 @@
-"""`polyfit predict`: y at given x from the DVC model, or from the model an MLflow run logged."""
+"""`polyfit predict`: y at given x from the DVC output models/model.pt, or from an MLflow model
+(`--model models:/polyfit-cubic@champion`, `runs:/<run id>/model`, `models:/<model id>`)."""
 
 from polyfit import files, paths
 from polyfit.params import load_params
 
 
 def main(args) -> None:
-    params = load_params(paths.PARAMS)
-    degree = params.model.degree
-    if args.run:
-        from polyfit.tracking import download_model
+    if args.model:
+        from polyfit.logged_model import load_model
 
-        source, content = f"run {args.run}", download_model(args.run)
+        predictions = load_model(args.model).predict(args.x)
     else:
-        source, content = str(paths.MODEL), files.read_bytes(paths.MODEL)
-    state_dict, _ = files.load_state_dict(source, degree, content)
+        predictions = predict_file(args.x)
+    for point, value in zip(args.x, predictions, strict=True):
+        print(point, value)
+
+
+def predict_file(xs: list[float]) -> list[float]:
+    """The DVC output's predictions at xs, loaded with weights_only=True and shape checks."""
+    degree = load_params(paths.PARAMS).model.degree
+    state_dict, _ = files.load_state_dict(paths.MODEL, degree)
 
     import torch
 
@@ -21,6 +27,5 @@ def main(args) -> None:
 
     model = build_model(degree)
     model.load_state_dict(state_dict)
-    x = torch.tensor(args.x, dtype=torch.float32)  # the dtype the model was trained in
-    for point, value in zip(args.x, predict(model, x, degree).tolist(), strict=True):
-        print(point, value)
+    x = torch.tensor(xs, dtype=torch.float32)  # the dtype the model was trained in
+    return predict(model, x, degree).tolist()

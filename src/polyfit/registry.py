@@ -6,8 +6,8 @@ CHAMPION = "champion"
 SCORE = "eval.train_set.mse"  # logged on the train run by evaluate; lower is better
 
 
-def register(client, run_id: str, name: str) -> str:
-    """Add the run's state_dict artifact as a new version of `name`; return the version."""
+def register(client, run_id: str, model_id: str, name: str) -> str:
+    """Add the run's LoggedModel as a new version of `name`; return the version."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -15,8 +15,8 @@ def register(client, run_id: str, name: str) -> str:
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    return client.create_model_version(name, source, run_id=run_id).version
+    source = f"models:/{model_id}"
+    return client.create_model_version(name, source, run_id=run_id, model_id=model_id).version
 
 
 def _score(client, version) -> float:
@@ -42,6 +42,11 @@ def promote(client, name: str, version: str | None) -> str:
     chosen = by_number.get(version) if version else max(versions, key=lambda v: int(v.version))
     if chosen is None:
         raise UsageError(f"registered model {name!r} has no version {version}")
+    if not chosen.model_id:  # registered from a run folder, before train logged MLflow models
+        raise UsageError(
+            f"version {chosen.version} of {name!r} is not an MLflow model (source {chosen.source} "
+            "predates logged models): it cannot load or serve; train again to register one"
+        )
     candidate = _score(client, chosen)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)

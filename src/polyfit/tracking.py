@@ -6,6 +6,7 @@ mlflow is imported inside functions: it costs ~1.5 s, and commands that track no
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -15,12 +16,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-from polyfit.errors import Interrupted, PolyfitError, UsageError
-from polyfit.paths import MODEL, project_root
+from polyfit.errors import Interrupted, PolyfitError
+from polyfit.paths import project_root
 from polyfit.provenance import git_state
 
-MODEL_FILE = MODEL.name  # the artifact keeps the DVC out's file name
 BATCH_SIZE = 1000  # MLflow's limit of metrics per log_batch call
 # Fail fast on an unreachable server (MLflow's defaults retry for minutes), and keep progress
 # bars out of stage logs. Values the user set in the environment win.
@@ -114,12 +115,26 @@ class TrackedRun:
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
-    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+    def log_metrics(
+        self, metrics: dict, model_id: str | None = None, dataset: "DvcDataset | None" = None
+    ) -> None:
+        """Log at step 0; with model_id (and dataset), the model's page lists them too."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        on = {"model_id": model_id}
+        if dataset is not None:
+            on |= {"dataset_name": dataset.name, "dataset_digest": dataset.md5}
+        batch = [Metric(key, float(value), now, 0, **on) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_inputs(self, dataset: "DvcDataset", context: str, model_id: str | None = None):
+        """Record that this run read the dataset (the Dataset column) and the model."""
+        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+        used = DatasetInput(dataset.entity(), [InputTag("mlflow.data.context", context)])
+        models = [LoggedModelInput(model_id)] if model_id else None
+        self.client.log_inputs(self.run_id, datasets=[used], models=models)
 
     def log_history(self, key: str, values: list[float]) -> None:
         """One point per step, BATCH_SIZE points per call (per-step calls cost 25x training)."""
@@ -136,14 +151,30 @@ class TrackedRun:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_file(self, path: Path, folder: str) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
-
     def log_bytes(self, name: str, content: bytes, folder: str) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / name
             path.write_bytes(content)
             self.client.log_artifact(self.run_id, str(path), folder)
+
+
+class DvcDataset(NamedTuple):
+    """A DVC-tracked file as an MLflow dataset: named by its path, digest = the md5 in dvc.lock."""
+
+    path: str
+    md5: str
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def entity(self):
+        from mlflow.entities import Dataset
+
+        source = {"path": self.path, "git_commit": git_state()[0], "md5": self.md5}
+        profile = {"num_rows": self.rows}
+        return Dataset(self.name, self.md5, "dvc", json.dumps(source), profile=json.dumps(profile))
 
 
 def run_name(stage: str, detail: str) -> str:
@@ -163,22 +194,13 @@ def provenance_tags(stage: str) -> dict:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    if experiment := os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_exp"] = experiment
-    return tags
+    return tags | experiment_tags()
 
 
-def download_model(run_id: str) -> bytes:
-    """The state_dict file that a train run logged as its `model/` artifact."""
-    from mlflow.exceptions import MlflowException
-
-    client = make_client(tracking_uri())
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            path = client.download_artifacts(run_id, f"model/{MODEL_FILE}", scratch)
-            return Path(path).read_bytes()
-    except (MlflowException, OSError) as error:
-        raise UsageError(f"run {run_id}: no model artifact: {_one_line(error)}") from None
+def experiment_tags() -> dict:
+    """{'dvc_exp': name} inside a DVC experiment, else {}."""
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return {"dvc_exp": experiment} if experiment else {}
 
 
 def _raise_interrupted(signum, frame):
@@ -232,19 +254,19 @@ def _end(client, run_id: str, status: str, reason: str | None = None) -> None:
         print(warning, file=sys.stderr)
 
 
-def find_train_run(client, experiment_id: str, model_sha256: str) -> str | None:
-    """The newest finished train run that wrote this exact model file (same DVC exp first)."""
-    base = (
-        f"tags.stage = 'train' and tags.model_sha256 = '{model_sha256}' "
-        "and attributes.status = 'FINISHED'"
-    )
+def find_trained_model(client, experiment_id: str, model_sha256: str):
+    """The newest LoggedModel of this exact model file (same DVC experiment first), or None."""
+    base = f"tags.model_sha256 = '{model_sha256}'"
     filters = [base]
     if experiment := os.environ.get("DVC_EXP_NAME"):
-        filters.insert(0, f"{base} and tags.dvc_exp = '{experiment}'")
+        filters.insert(0, f"{base} AND tags.dvc_exp = '{experiment}'")
     for filter_string in filters:
-        runs = client.search_runs(
-            [experiment_id], filter_string, max_results=1, order_by=["attributes.start_time DESC"]
+        models = client.search_logged_models(
+            [experiment_id],
+            filter_string=filter_string,
+            order_by=[{"field_name": "creation_timestamp", "ascending": False}],
+            max_results=1,
         )
-        if runs:
-            return runs[0].info.run_id
+        if models:
+            return models[0]
     return None

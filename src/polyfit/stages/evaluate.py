@@ -1,21 +1,18 @@
 """Stage evaluate: score models/model.pt against the least-squares optimum -> metrics/eval.json.
 
-The metrics go to this stage's run and to the train run that wrote the model (found by the
-model file's sha256), which is the run users compare in the MLflow UI.
+Its MLflow run is nested under the train run that logged the model (found by the model file's
+sha256), and its metrics are linked to that LoggedModel and copied to the train run as `eval.*`,
+so the UI's table of train runs and its Models tab show every model with its scores.
 """
 
-from polyfit import background, files, paths, tracking
+from polyfit import compute, files, paths, tracking
 from polyfit.params import Params, flatten, load_params
 
 FIT_CURVE_POINTS = 500  # enough to draw the curve; the metrics use the whole grid
 
 
-def compute(params: Params):
-    """In the compute child: the scores, the fit curve and its picture, and the inputs' sha256s.
-
-    One value: scoring takes a fraction of a second, so it runs before the parent's MLflow run
-    starts, and a bad input file fails the stage before any run exists.
-    """
+def score_model(params: Params) -> dict:
+    """The scores, the fit curve and its picture, and the inputs' digests."""
     import torch
 
     from polyfit import plots
@@ -25,7 +22,7 @@ def compute(params: Params):
     from polyfit.scoring import score
 
     data, degree = params.data, params.model.degree
-    x, y, data_sha256 = files.load_dataset(paths.DATASET, data.n_samples)
+    x, y, dataset = files.load_dataset(paths.DATASET, data.n_samples)
     state_dict, model_sha256 = files.load_state_dict(paths.MODEL, degree)
     configure_torch(params.train.threads)
     model = build_model(degree)
@@ -38,8 +35,8 @@ def compute(params: Params):
         "target": grid_y[::every].tolist(),
         "prediction": predict(model, grid_x[::every], degree).tolist(),
     }
-    yield {
-        "data_sha256": data_sha256,
+    return {
+        "dataset": dataset,
         "model_sha256": model_sha256,
         "metrics": flatten(score(model, x, y, grid_x, grid_y, degree)),
         "curve": curve,
@@ -49,36 +46,48 @@ def compute(params: Params):
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    data = params.data
-    used = {  # the params dvc.yaml lists for this stage
-        "data": data.model_dump(include={"target", "x_min", "x_max", "n_samples"}),
+    with compute.torch_process() as torch_side:
+        scoring = torch_side.submit(score_model, params)  # imports torch ...
+        tracking.preload()  # ... while this process imports MLflow
+        scored = scoring.result()  # bad inputs fail here, before any MLflow run
+    metrics, model_sha256 = scored["metrics"], scored["model_sha256"]
+    client, experiment_id = tracking.connect(params.mlflow.experiment)
+    trained = tracking.find_trained_model(client, experiment_id, model_sha256)
+    tags = {"data_sha256": scored["dataset"].sha256, "model_sha256": model_sha256}
+    if trained is not None:
+        tags |= {"mlflow.parentRunId": trained.source_run_id, "model_id": trained.model_id}
+    name = tracking.run_name("evaluate", f"model {model_sha256[:8]}")
+    used = flatten(used_params(params))
+    with tracking.stage_run("evaluate", params.mlflow.experiment, name, used, tags) as run:
+        files.write_json(paths.EVAL_METRICS, metrics)
+        files.write_csv(paths.FIT_CURVE, scored["curve"])
+        dataset = tracking.DvcDataset(
+            str(paths.DATASET), scored["dataset"].md5, params.data.n_samples
+        )
+        log_scores(run, trained, dataset, metrics, scored["fit_png"])
+    for key, value in metrics.items():
+        print(f"{key} {value:.6g}")
+
+
+def used_params(params: Params) -> dict:
+    """The params dvc.yaml lists for this stage."""
+    return {
+        "data": params.data.model_dump(include={"target", "x_min", "x_max", "n_samples"}),
         "model": params.model.model_dump(),
         "train": {"threads": params.train.threads},
         "evaluate": params.evaluate.model_dump(),
     }
-    with background.child(compute, params) as scored:  # imports torch while we import mlflow
-        tracking.preload()
-        result = scored.next()
-    model_sha256 = result["model_sha256"]
-    tags = {"data_sha256": result["data_sha256"], "model_sha256": model_sha256}
-    name = tracking.run_name("evaluate", f"model {model_sha256[:8]}")
-    with tracking.stage_run("evaluate", params.mlflow.experiment, name, flatten(used), tags) as run:
-        files.write_json(paths.EVAL_METRICS, result["metrics"])
-        files.write_csv(paths.FIT_CURVE, result["curve"])
-        log_to_runs(run, model_sha256, result["metrics"], result["fit_png"])
-    for key, value in result["metrics"].items():
-        print(f"{key} {value:.6g}")
 
 
-def log_to_runs(run, model_sha256: str, metrics: dict, picture: bytes) -> None:
-    """Log to this run and to the train run that produced the model."""
-    run.log_metrics(metrics)
+def log_scores(run, trained, dataset, metrics: dict, picture: bytes) -> None:
+    """Log to this run, linked to the model, and as eval.* to the train run that made it."""
+    model_id = trained.model_id if trained is not None else None
+    run.log_inputs(dataset, "evaluation", model_id)
+    run.log_metrics(metrics, model_id=model_id, dataset=dataset)
     run.log_bytes("fit.png", picture, "plots")
-    train_run_id = tracking.find_train_run(run.client, run.experiment_id, model_sha256)
-    if train_run_id is None:
-        print(f"note: no finished train run in MLflow wrote model {model_sha256[:12]}")
+    if trained is None:
+        print("note: no LoggedModel in MLflow holds this model file; scores logged here only")
         return
-    train_run = tracking.TrackedRun(run.client, train_run_id, run.experiment_id)
+    train_run = tracking.TrackedRun(run.client, trained.source_run_id, run.experiment_id)
     train_run.log_metrics({f"eval.{key}": value for key, value in metrics.items()})
     train_run.log_bytes("fit.png", picture, "plots")
-    run.set_tags({"train_run_id": train_run_id})

@@ -1,17 +1,18 @@
-"""Stage generate: params.data -> data/dataset.pt (x, y), tracked as one MLflow run."""
+"""Stage generate: params.data -> data/dataset.pt (x, y), tracked as one MLflow run that logs
+the file as an MLflow dataset (digest: the md5 dvc.lock records)."""
 
-from polyfit import background, files, paths, tracking
+from polyfit import compute, files, paths, tracking
 from polyfit.params import DataParams, flatten, load_params
 
 
-def make(data: DataParams):
-    """In the compute child: the dataset file's bytes and two summary numbers."""
+def make_dataset_file(data: DataParams) -> dict:
+    """The dataset file's bytes and two summary numbers."""
     from polyfit.data import make_dataset
     from polyfit.runtime import configure_torch
 
     configure_torch()  # the noise has its own seeded generator
     x, y = make_dataset(**data.model_dump())
-    yield {
+    return {
         "content": files.tensors_to_bytes({"x": x, "y": y}),
         "metrics": {"y_mean": y.mean().item(), "y_std": y.std().item()},
     }
@@ -22,13 +23,15 @@ def main() -> None:
     data = params.data
     name = tracking.run_name("generate", f"{data.target} n={data.n_samples}")
     logged = flatten({"data": data.model_dump()})
-    experiment = params.mlflow.experiment
-    with (
-        background.child(make, data) as compute,  # imports torch while we open MLflow
-        tracking.stage_run("generate", experiment, name, logged, {}) as run,
-    ):
-        made = compute.next()
-        files.write_atomic(paths.DATASET, made["content"])
-        run.set_tags({"data_sha256": files.sha256(made["content"])})
-        run.log_metrics(made["metrics"])
+    with compute.torch_process() as torch_side:
+        making = torch_side.submit(make_dataset_file, data)  # imports torch while we open MLflow
+        with tracking.stage_run("generate", params.mlflow.experiment, name, logged, {}) as run:
+            made = making.result()
+            files.write_atomic(paths.DATASET, made["content"])
+            digests = files.digests(made["content"])
+            run.set_tags({"data_sha256": digests.sha256})
+            run.log_inputs(
+                tracking.DvcDataset(str(paths.DATASET), digests.md5, data.n_samples), "generated"
+            )
+            run.log_metrics(made["metrics"])
     print(f"wrote {paths.DATASET}: {data.n_samples} points of {data.target}(x)")

@@ -1,12 +1,83 @@
-"""Stage train: data/dataset.pt -> models/model.pt + metrics/train.json, tracked in MLflow."""
+"""Stage train: data/dataset.pt -> models/model.pt + metrics/train.json, tracked in MLflow.
+
+The torch work runs in a second process (compute.py) while this one imports MLflow; the
+functions it runs take params and return plain values.
+"""
 
 import time
 
-from polyfit import background, files, paths, tracking
+from polyfit import compute, files, paths, tracking
 from polyfit.params import Params, flatten, load_params
 
 
-def logged_params(params) -> dict:
+def check_inputs(params: Params) -> files.Digests:
+    """The dataset's digests, once it loads and the optimizer accepts its options."""
+    from polyfit.fit import build_optimizer
+    from polyfit.model import build_model
+
+    _, _, dataset = files.load_dataset(paths.DATASET, params.data.n_samples)
+    model = build_model(params.model.degree)  # imports torch._dynamo (~1 s) beside MLflow's import
+    train = params.train
+    build_optimizer(train.optimizer, model.parameters(), train.lr, train.optimizer_options())
+    return dataset
+
+
+def train_model(params: Params) -> dict:
+    """The seed's training on the dataset: the state_dict's bytes, the loss history, the time."""
+    from polyfit import plots
+    from polyfit.fit import build_optimizer, fit, make_loss
+    from polyfit.model import build_model, coefficients, formula
+    from polyfit.runtime import configure_torch
+
+    train, degree = params.train, params.model.degree
+    x, y, _ = files.load_dataset(paths.DATASET, params.data.n_samples)
+    configure_torch(train.threads, train.seed)
+    model = build_model(degree)
+    optimizer = build_optimizer(
+        train.optimizer, model.parameters(), train.lr, train.optimizer_options()
+    )
+    started = time.perf_counter()
+    loss_function = make_loss(train.gradient, model, x, y, degree)  # gram's one pass is timed
+    report = lambda step, loss: print(step, loss, flush=True)  # noqa: E731
+    loss_history = fit(
+        loss_function, optimizer, train.steps, train.log_every, train.divergence_factor, report
+    ).tolist()
+    seconds = time.perf_counter() - started
+    print(f"Result: {formula(coefficients(model))}", flush=True)
+    return {
+        "model_bytes": files.tensors_to_bytes(model.state_dict()),
+        "loss_history": loss_history,
+        "seconds": seconds,
+        "loss_png": plots.loss_png(loss_history),
+    }
+
+
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    train = params.train
+    with compute.torch_process() as torch_side:
+        inputs = torch_side.submit(check_inputs, params)  # imports torch ...
+        tracking.preload()  # ... while this process imports MLflow
+        dataset_digests = inputs.result()  # bad inputs fail here, before any MLflow run
+        name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
+        tags = {"data_sha256": dataset_digests.sha256, "optimizer": train.optimizer}
+        logged = logged_params(params)
+        with tracking.stage_run("train", params.mlflow.experiment, name, logged, tags) as run:
+            dataset = tracking.DvcDataset(
+                str(paths.DATASET), dataset_digests.md5, params.data.n_samples
+            )
+            run.log_inputs(dataset, "training")
+            trained = torch_side.submit(train_model, params).result()
+            loss_history, model_bytes = trained["loss_history"], trained["model_bytes"]
+            result = {"final_loss": loss_history[-1], "steps": len(loss_history)}
+            files.write_atomic(paths.MODEL, model_bytes)
+            files.write_json(paths.TRAIN_METRICS, result)
+            steps = range(len(loss_history))
+            files.write_csv(paths.LOSS_CURVE, {"step": steps, "loss": loss_history})
+            log_model(run, params, trained, result, dataset)
+
+
+def logged_params(params: Params) -> dict:
     """What the train run shows as params: data, model, train and the chosen optimizer's options."""
     train = params.train.model_dump(exclude={"options"})
     options = {params.train.optimizer: params.train.optimizer_options()}
@@ -15,70 +86,18 @@ def logged_params(params) -> dict:
     ) | flatten({"train": {"options": options}})
 
 
-def compute(params: Params):
-    """In the compute child: yield the dataset's sha256 once the data and optimizer are ready,
-    then, asked again once the parent's MLflow run has started, train and yield the model."""
-    from polyfit import plots
-    from polyfit.fit import build_optimizer, fit, make_objective
-    from polyfit.model import build_model, coefficients, formula
-    from polyfit.runtime import configure_torch
+def log_model(run, params: Params, trained: dict, result: dict, dataset) -> None:
+    """Mirror the outputs into MLflow: the loss curve, the LoggedModel, a registry version."""
+    from polyfit import logged_model, registry
 
-    train, degree = params.train, params.model.degree
-    x, y, data_sha256 = files.load_dataset(paths.DATASET, params.data.n_samples)
-    configure_torch(train.threads, train.seed)
-    model = build_model(degree)
-    optimizer = build_optimizer(  # imports torch._dynamo: ~1 s, beside the parent's MLflow
-        train.optimizer, model.parameters(), train.lr, train.optimizer_options()
-    )
-    yield data_sha256  # the input is valid: the parent may start the MLflow run
-    started = time.perf_counter()
-    loss_history = fit(
-        make_objective(train.gradient, model, x, y, degree),  # gram's one pass is timed too
-        optimizer,
-        train.steps,
-        train.log_every,
-        train.divergence_factor,
-        report=lambda step, loss: print(step, loss, flush=True),
-    )
-    seconds = time.perf_counter() - started
-    print(f"Result: {formula(coefficients(model))}", flush=True)
-    history = loss_history.tolist()
-    yield {
-        "model_bytes": files.tensors_to_bytes(model.state_dict()),
-        "loss_history": history,
-        "seconds": seconds,
-        "loss_png": plots.loss_png(history),
-    }
-
-
-def main() -> None:
-    params = load_params(paths.PARAMS)
-    train = params.train
-    with background.child(compute, params) as trained:  # imports torch while we import mlflow
-        tracking.preload()
-        data_sha256 = trained.next()
-        name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
-        tags = {"data_sha256": data_sha256, "optimizer": train.optimizer}
-        with tracking.stage_run(
-            "train", params.mlflow.experiment, name, logged_params(params), tags
-        ) as run:
-            save_and_log(run, params, trained.next())
-
-
-def save_and_log(run, params: Params, trained: dict) -> None:
-    """Write the DVC outputs, then mirror them into the MLflow run and the registry."""
-    from polyfit import registry
-
-    loss_history, model_bytes = trained["loss_history"], trained["model_bytes"]
-    result = {"final_loss": loss_history[-1], "steps": len(loss_history)}
-    run.log_history("loss", loss_history)
-    us_per_step = 1e6 * trained["seconds"] / len(loss_history)
-    run.log_metrics(result | {"train_seconds": trained["seconds"], "us_per_step": us_per_step})
-    files.write_atomic(paths.MODEL, model_bytes)
-    files.write_json(paths.TRAIN_METRICS, result)
-    files.write_csv(paths.LOSS_CURVE, {"step": range(len(loss_history)), "loss": loss_history})
-    run.set_tags({"model_sha256": files.sha256(model_bytes)})
-    run.log_file(paths.MODEL, "model")
+    run.log_history("loss", trained["loss_history"])
+    model_sha256 = files.sha256(trained["model_bytes"])
+    run.set_tags({"model_sha256": model_sha256})
+    model_tags = {"model_sha256": model_sha256, **tracking.experiment_tags()}
+    model_id = logged_model.log_model(run, paths.MODEL, logged_params(params), model_tags)
+    seconds = trained["seconds"]
+    timing = {"train_seconds": seconds, "us_per_step": 1e6 * seconds / result["steps"]}
+    run.log_metrics(result | timing, model_id=model_id, dataset=dataset)
     run.log_bytes("loss.png", trained["loss_png"], "plots")
-    version = registry.register(run.client, run.run_id, params.mlflow.registered_model)
-    run.set_tags({"registered_version": version})
+    version = registry.register(run.client, run.run_id, model_id, params.mlflow.registered_model)
+    run.set_tags({"registered_version": version, "model_id": model_id})
