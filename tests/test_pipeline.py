@@ -117,6 +117,7 @@ def test_predict_prints_what_evaluate_scored(reproduced):
     model_sha = sha256((project / paths.MODEL).read_bytes())
     train = next(r for r in runs_of(uri, stage="train") if r.data.tags["model_sha256"] == model_sha)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    logged = polyfit("predict", "--x", *xs, "--run", train.info.run_id, cwd=project, env=env)
+    model_uri = f"runs:/{train.info.run_id}/model"  # the LoggedModel, loaded by MLflow
+    logged = polyfit("predict", "--x", *xs, "--model", model_uri, cwd=project, env=env)
     assert logged.returncode == 0, logged.stderr
     assert logged.stdout == local.stdout

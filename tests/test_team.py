@@ -86,8 +86,16 @@ def loss_column(project: Path) -> list[float]:
 
 
 def assert_model_artifact_matches(client, run_id: str, project: Path, scratch: Path) -> None:
-    """The state_dict the run holds on the server is the one DVC tracks, tensor for tensor."""
-    downloaded = client.download_artifacts(run_id, "model/model.pt", str(scratch))
+    """The state_dict the run's LoggedModel holds on the server is the one DVC tracks."""
+    import mlflow
+
+    logged = client.get_logged_model(client.get_run(run_id).data.tags["model_id"])
+    assert logged.source_run_id == run_id
+    downloaded = mlflow.artifacts.download_artifacts(
+        f"{logged.artifact_location}/artifacts/model.pt",
+        dst_path=str(scratch),
+        tracking_uri=client.tracking_uri,
+    )
     served = torch.load(downloaded, weights_only=True)
     local = torch.load(project / "models" / "model.pt", weights_only=True)
     assert served.keys() == local.keys()
@@ -115,7 +123,8 @@ def test_pipeline_tracks_everything_on_the_team_server(team_server, postgres_dat
     assert [point.value for point in history] == loss_column(project)
     assert_model_artifact_matches(client, train.info.run_id, project, tmp_path)
     assert train.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
-    stored = f"{train.info.experiment_id}/{train.info.run_id}/artifacts/model/model.pt"
+    model = client.get_logged_model(train.data.tags["model_id"])
+    stored = model.artifact_location.removeprefix("mlflow-artifacts:/") + "/artifacts/model.pt"
     assert (artifacts / stored).exists(), "the server's artifact store holds the model"
     version = client.get_model_version(
         params["mlflow"]["registered_model"], train.data.tags["registered_version"]

@@ -42,7 +42,7 @@ def promote(client, name: str, version: str | None) -> str:
     chosen = by_number.get(version) if version else max(versions, key=lambda v: int(v.version))
     if chosen is None:
         raise UsageError(f"registered model {name!r} has no version {version}")
-    if not chosen.model_id:  # registered from a run folder, before train logged MLflow models
+    if not chosen.source.startswith("models:/"):  # a run folder: before train logged models
         raise UsageError(
             f"version {chosen.version} of {name!r} is not an MLflow model (source {chosen.source} "
             "predates logged models): it cannot load or serve; train again to register one"
