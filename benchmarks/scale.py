@@ -37,7 +37,7 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
     import torch
 
     from polyfit.data import make_dataset
-    from polyfit.fit import build_optimizer, fit, make_objective
+    from polyfit.fit import build_optimizer, fit, make_loss
     from polyfit.model import build_model, features
     from polyfit.runtime import configure_torch
 
@@ -45,12 +45,12 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
     torch.utils.deterministic.fill_uninitialized_memory = fill
 
     def train(x, y, steps) -> float:
-        """Seconds for what the train stage times: building the objective, then `steps` steps."""
+        """Seconds for what the train stage times: building the loss, then `steps` steps."""
         model = build_model(DEGREE)
         optimizer = build_optimizer("RMSprop", model.parameters(), 1e-3, {})
         started = time.perf_counter()
-        objective = make_objective(gradient, model, x, y, DEGREE)
-        fit(objective, optimizer, steps, log_every=100, divergence_factor=1e3)
+        loss_function = make_loss(gradient, model, x, y, DEGREE)
+        fit(loss_function, optimizer, steps, log_every=100, divergence_factor=1e3)
         return time.perf_counter() - started
 
     train(*make_dataset("sin", -math.pi, math.pi, 64, 0.0, 0), 5)  # imports, first-call costs
@@ -165,7 +165,7 @@ def scale(repeats: int, sizes=SIZES) -> Section:
     section.notes += [
         f"Medians of {repeats} child process(es) per size and gradient, with the range of time "
         "per step; each child warms up (imports, torch._dynamo, first kernels) on 64 points.",
-        "Time per step: what the train stage times (building the objective, then polyfit.fit."
+        "Time per step: what the train stage times (building the loss, then polyfit.fit."
         "fit, RMSprop lr 1e-3) / steps, under the stage's settings: polyfit.runtime."
         "configure_torch (deterministic mode, which NaN-fills every new tensor) and "
         "THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's large buffers), as `polyfit train` sets.",
