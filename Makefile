@@ -6,9 +6,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 HOST ?= 127.0.0.1
 PORT ?= 5000
+SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format sweep ui server bench gate lock clean
+.PHONY: help install run test lint format sweep ui serve server bench gate lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,6 +46,9 @@ sweep: install ## queue the optimizer comparison in sweep.sh and run it on 2 wor
 ui: install ## open the MLflow UI on the project's store (127.0.0.1 only)
 	@echo "MLflow UI: http://$(HOST):$(PORT)"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+
+serve: install ## serve the champion model: POST {"inputs": [x, ...]} to 127.0.0.1:5001/invocations
+	polyfit serve --host $(HOST) --port $(SERVE_PORT)
 
 server: install ## start a tracking server: see "Team setup" in README.md
 	bash scripts/server.sh

@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import requests
 import torch
 import yaml
 from conftest import (
-    BIN,
     clean_env,
     dvc,
     make_project,
@@ -105,38 +105,30 @@ def load_in_fresh_process(env: dict) -> list[float]:
 
 
 @contextlib.contextmanager
-def served(env: dict, folder):
-    """`mlflow models serve` of the champion on a free 127.0.0.1 port; yields its URL."""
+def served(project, env: dict, folder):
+    """`polyfit serve` (`make serve`: mlflow models serve of the champion, --env-manager local)
+    on a free 127.0.0.1 port; yields its URL."""
     port = free_port()
     log = folder / "serve.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
-            [
-                BIN / "mlflow",
-                "models",
-                "serve",
-                "-m",
-                CHAMPION,
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env={**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"},
+            [sys.executable, "-m", "polyfit", "serve", "--port", str(port)],
+            cwd=project,
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # its own process group: teardown stops uvicorn's workers too
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             assert server.poll() is None, log.read_text()[-3000:]
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                     break
-            subprocess.run(["sleep", "0.5"])
+            time.sleep(0.5)
+        assert f"serving {CHAMPION} at {url}/invocations" in log.read_text()
         yield url
     finally:
         stop_server(server)
@@ -153,7 +145,7 @@ def test_champion_loads_serves_and_predicts_the_same_numbers(reproduced, tmp_pat
     expected = by_hand(state_dict, XS)
 
     loaded = load_in_fresh_process(env)
-    with served(env, tmp_path) as url:
+    with served(project, env, tmp_path) as url:
         answer = requests.post(f"{url}/invocations", json={"inputs": XS}, timeout=60)
     assert answer.status_code == 200, answer.text
     serving = answer.json()["predictions"]

@@ -64,15 +64,22 @@ def test_tags_link_runs_to_the_bytes_they_read_and_wrote(pipeline):
     assert runs["train"].data.tags["data_sha256"] == data_sha
     assert runs["train"].data.tags["model_sha256"] == model_sha
     assert runs["evaluate"].data.tags["model_sha256"] == model_sha
-    assert runs["evaluate"].data.tags["train_run_id"] == runs["train"].info.run_id
+    assert runs["evaluate"].data.tags["mlflow.parentRunId"] == runs["train"].info.run_id
     for run in runs.values():
         assert {"mlflow.source.git.commit", "git_dirty", "host", "pid"} <= run.data.tags.keys()
 
 
-def test_model_artifact_is_the_dvc_out_byte_for_byte(pipeline, tmp_path):
+def test_logged_model_holds_the_dvc_out_byte_for_byte(pipeline, tmp_path):
+    import mlflow
+
     run = only(runs_of(pipeline, stage="train"))
     client = mlflow_client(pipeline)
-    downloaded = client.download_artifacts(run.info.run_id, "model/model.pt", str(tmp_path))
+    model = client.get_logged_model(run.data.tags["model_id"])
+    downloaded = mlflow.artifacts.download_artifacts(
+        f"{model.artifact_location}/artifacts/model.pt",
+        dst_path=str(tmp_path),
+        tracking_uri=pipeline,
+    )
     with open(downloaded, "rb") as handle:
         content = handle.read()
     assert content == paths.MODEL.read_bytes()

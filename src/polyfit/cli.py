@@ -12,7 +12,13 @@ import sys
 
 from polyfit.errors import PolyfitError
 
-TOOLS = {"gate": "gate", "predict": "predict", "promote": "registry", "runs": "runs"}
+TOOLS = {
+    "gate": "gate",
+    "predict": "predict",
+    "promote": "registry",
+    "runs": "runs",
+    "serve": "serve",
+}
 STAGES = {
     "generate": "make the dataset from params.data (DVC stage)",
     "train": "fit the polynomial with the optimizer from params.train (DVC stage)",
@@ -57,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
         "beats the current champion's.",
     )
     promote.add_argument("--version", help="registered model version (default: newest)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion model over HTTP (mlflow models serve)",
+        description="Serve an MLflow model (default: the registered model's @champion) with "
+        '`mlflow models serve --env-manager local`. POST {"inputs": [x, ...]} to /invocations.',
+    )
+    serve.add_argument("--model", metavar="URI", help="models:/... or runs:/... (default champion)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5001, help="port (5001; make ui uses 5000)")
 
     runs = commands.add_parser("runs", help="maintain MLflow runs")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
