@@ -147,8 +147,11 @@ def test_champion_loads_serves_and_predicts_the_same_numbers(reproduced, tmp_pat
     loaded = load_in_fresh_process(env)
     with served(project, env, tmp_path) as url:
         answer = requests.post(f"{url}/invocations", json={"inputs": XS}, timeout=60)
+        columns = {"columns": ["x"], "data": [[x] for x in XS]}  # the README's other format
+        split = requests.post(f"{url}/invocations", json={"dataframe_split": columns}, timeout=60)
     assert answer.status_code == 200, answer.text
     serving = answer.json()["predictions"]
+    assert split.json()["predictions"] == serving
     command = printed(
         polyfit("predict", "--model", CHAMPION, "--x", *map(str, XS), cwd=project, env=env)
     )

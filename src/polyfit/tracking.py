@@ -76,8 +76,13 @@ def make_client(uri: str):
         os.environ.setdefault(name, value)
     # A new SQLite store announces its schema set-up on stderr; errors should stay one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    import mlflow
     from mlflow.tracking import MlflowClient
 
+    # The registry resolves a version's models:/ source through the process-wide tracking URI,
+    # whose default (./mlflow.db) is another store inside a DVC experiment's temp copy.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
 
 
