@@ -12,7 +12,7 @@ import sys
 
 from polyfit.errors import PolyfitError
 
-TOOLS = {"gate": "gate", "predict": "predict", "promote": "registry", "runs": "runs"}
+TOOLS = {"gate": "gate", "predict": "predict", "promote": "registry", "runs": "runs", "ui": "ui"}
 STAGES = {
     "generate": "make the dataset from params.data (DVC stage)",
     "train": "fit the polynomial with the optimizer from params.train (DVC stage)",
@@ -58,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     runs_commands.add_parser(
         "cleanup", help="mark runs left RUNNING by processes that no longer exist as KILLED"
     )
+
+    ui = commands.add_parser(
+        "ui",
+        help="open the MLflow UI on the comparison of train runs",
+        description="Save the comparison view in the tracking store, print its URL and run "
+        "`mlflow ui` on the store (with a tracking server: print the URL on it and exit).",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port to listen on (5000)")
     return parser
 
 
