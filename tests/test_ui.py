@@ -80,7 +80,8 @@ def assert_comparison(dom: str) -> None:
     # The sidebar's links carry the workflow: Model training links to the model registry,
     # the GenAI view to traces, judges and the gateway instead.
     assert "#/models" in page.links, f"not the Model training view: links {page.links}"
-    assert not [link for link in page.links if "workflowType=genai" in link]
+    genai = [link for link in page.links if "workflowType=genai" in link or "/overview/" in link]
+    assert not genai, f"GenAI view links: {genai}"
     assert "You're viewing a shared view" in dom  # the saved view was found and applied
 
 

@@ -38,7 +38,8 @@ def comparison_view() -> dict:
         "orderByAsc": True,
         "selectedColumns": COLUMNS + ATTRIBUTES,
         "columnOrder": COLUMNS,
-        "columnWidths": {key: 150 if key in METRICS else 120 for key in COLUMNS},
+        # Wide enough for a float's 17 digits and exponent: truncated, 1.56e-08 reads as 1.56.
+        "columnWidths": {key: 180 if key in METRICS else 110 for key in COLUMNS},
     }
 
 
