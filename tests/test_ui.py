@@ -112,6 +112,19 @@ def test_unusable_store_is_one_line(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_deleted_experiment_is_one_line(tmp_path):
+    """MLflow refuses tags on a deleted experiment: `polyfit ui` says so, without a traceback."""
+    write_params(tmp_path, default_params())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    client.delete_experiment(client.create_experiment("polyfit"))
+    done = polyfit("ui", cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=uri), timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"polyfit ui: error: cannot save the comparison view in {uri}")
+    assert "deleted" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not done.stdout  # no URL to a view that does not exist
+
+
 @pytest.mark.slow
 def test_make_ui_opens_on_the_comparison(tmp_path):
     """`polyfit ui` on a SQLite store: saves the view, prints its URL, serves it."""

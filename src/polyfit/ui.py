@@ -68,13 +68,20 @@ def save_view(client, experiment_id: str) -> None:
 
 def main(args) -> None:
     """`polyfit ui [--host H] [--port P]`: save the view, print its URL, run `mlflow ui`."""
+    from mlflow.exceptions import MlflowException
+
     from polyfit import paths, tracking
+    from polyfit.errors import PolyfitError
     from polyfit.params import load_params
 
     params = load_params(paths.PARAMS)
     client, experiment_id = tracking.connect(params.mlflow.experiment)
-    save_view(client, experiment_id)
     uri = tracking.tracking_uri()
+    try:  # e.g. a deleted experiment, or a server user without edit rights
+        save_view(client, experiment_id)
+    except MlflowException as error:
+        reason = tracking._one_line(error)
+        raise PolyfitError(f"cannot save the comparison view in {uri}: {reason}") from None
     if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
         print(comparison_url(uri, experiment_id))
         return
