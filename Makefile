@@ -43,9 +43,8 @@ gate: install ## compare workspace metrics with HEAD by the rules in gate.yaml
 sweep: install ## queue the optimizer comparison in sweep.sh and run it on 2 workers
 	bash sweep.sh
 
-ui: install ## open the MLflow UI on the project's store (127.0.0.1 only)
-	@echo "MLflow UI: http://$(HOST):$(PORT)"
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
+ui: install ## open the MLflow UI on the comparison of train runs (prints the URL; 127.0.0.1 only)
+	polyfit ui --host $(HOST) --port $(PORT)
 
 serve: install ## serve the champion model: POST {"inputs": [x, ...]} to 127.0.0.1:5001/invocations
 	polyfit serve --host $(HOST) --port $(SERVE_PORT)

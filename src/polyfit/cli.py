@@ -18,6 +18,7 @@ TOOLS = {
     "promote": "registry",
     "runs": "runs",
     "serve": "serve",
+    "ui": "ui",
 }
 STAGES = {
     "generate": "make the dataset from params.data (DVC stage)",
@@ -79,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     runs_commands.add_parser(
         "cleanup", help="mark runs left RUNNING by processes that no longer exist as KILLED"
     )
+
+    ui = commands.add_parser(
+        "ui",
+        help="open the MLflow UI on the comparison of train runs",
+        description="Save the comparison view in the tracking store, print its URL and run "
+        "`mlflow ui` on the store (with a tracking server: print the URL on it and exit).",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port to listen on (5000)")
     return parser
 
 

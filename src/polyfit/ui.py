@@ -1,0 +1,91 @@
+"""`polyfit ui`: the MLflow UI, opened on the comparison of train runs.
+
+MLflow 3.17's runs table reads its filter and sort from the URL, but its columns only from a
+saved view: an experiment tag `mlflow.sharedViewState.<id>` that the URL names with
+`viewStateShareKey`. So the command saves that view in the store, then prints its URL.
+"""
+
+import json
+import os
+import sys
+import time
+from urllib.parse import urlencode
+
+from polyfit.registry import SCORE
+
+VIEW_ID = "polyfit-comparison"
+VIEW_NAME = "polyfit: train runs, best first"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow's key prefix for saved and shared views
+
+
+def column(kind: str, key: str) -> str:
+    """MLflow's column and sort key: kind.`key` (the backticks allow dots in the key)."""
+    return f"{kind}.`{key}`"
+
+
+PARAMS = [column("params", key) for key in ("train.optimizer", "train.lr")]
+METRICS = [column("metrics", key) for key in ("final_loss", SCORE, "eval.gap_to_optimum")]
+COLUMNS = PARAMS + METRICS  # shown first, in this order
+# Then the run's logged model and the data it was trained on.
+ATTRIBUTES = [column("attributes", name) for name in ("Models", "Dataset")]
+
+
+def comparison_view() -> dict:
+    """The view's state: train runs only, best first, the params and metrics that matter."""
+    return {
+        "searchFilter": "tags.stage = 'train'",  # one row per trained model, no stage rows
+        "orderByKey": column("metrics", SCORE),  # the registry's score: lower is better
+        "orderByAsc": True,
+        "selectedColumns": COLUMNS + ATTRIBUTES,
+        "columnOrder": COLUMNS,
+        # Wide enough for a float's 17 digits and exponent: truncated, 1.56e-08 reads as 1.56.
+        "columnWidths": {key: 180 if key in METRICS else 110 for key in COLUMNS},
+    }
+
+
+def view_tag(created_ms: int) -> tuple[str, str]:
+    """The experiment tag (key, value) that stores the view, in MLflow's saved-view envelope."""
+    envelope = {
+        "name": VIEW_NAME,
+        "createdAt": created_ms,
+        "updatedAt": created_ms,
+        "state": json.dumps(comparison_view()),  # MLflow also reads it deflate-compressed
+    }
+    return VIEW_TAG_PREFIX + VIEW_ID, json.dumps(envelope)
+
+
+def comparison_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs page in the Model training view, showing the saved comparison."""
+    # No searchFilter etc. here: MLflow ignores the saved view when the URL sets any of them.
+    query = urlencode({"workflowType": "machine_learning", "viewStateShareKey": VIEW_ID})
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def save_view(client, experiment_id: str) -> None:
+    """Write (or refresh) the comparison view on the experiment."""
+    client.set_experiment_tag(experiment_id, *view_tag(int(time.time() * 1000)))
+
+
+def main(args) -> None:
+    """`polyfit ui [--host H] [--port P]`: save the view, print its URL, run `mlflow ui`."""
+    from mlflow.exceptions import MlflowException
+
+    from polyfit import paths, tracking
+    from polyfit.errors import PolyfitError
+    from polyfit.params import load_params
+
+    params = load_params(paths.PARAMS)
+    client, experiment_id = tracking.connect(params.mlflow.experiment)
+    uri = tracking.tracking_uri()
+    try:  # e.g. a deleted experiment, or a server user without edit rights
+        save_view(client, experiment_id)
+    except MlflowException as error:
+        reason = tracking._one_line(error)
+        raise PolyfitError(f"cannot save the comparison view in {uri}: {reason}") from None
+    if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
+        print(comparison_url(uri, experiment_id))
+        return
+    print(comparison_url(f"http://{args.host}:{args.port}", experiment_id))
+    sys.stdout.flush()
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port"]
+    os.execv(sys.executable, [sys.executable, "-m", *command, str(args.port)])  # this venv's mlflow
