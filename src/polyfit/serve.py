@@ -1,7 +1,7 @@
 """`polyfit serve`: the champion (or any MLflow model) over HTTP, with MLflow's own server.
 
     curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
-         -d '{"inputs": [0.5, 1.0]}'        ->  {"predictions": [0.47..., 0.83...]}
+         -d '{"inputs": [0.5, 1.0]}'        ->  {"predictions": [0.416..., 0.763...]}
 """
 
 import os
