@@ -30,6 +30,8 @@ def write_atomic(path: Path, content: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as error:  # name the output, not the temp file (a write or fsync names none)
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         temp.unlink(missing_ok=True)
 

@@ -23,13 +23,17 @@ from polyfit.provenance import git_state
 MODEL_FILE = MODEL.name  # the artifact keeps the DVC out's file name
 BATCH_SIZE = 1000  # MLflow's limit of metrics per log_batch call
 # Fail fast on an unreachable server (MLflow's defaults retry for minutes), and keep progress
-# bars out of stage logs. Values the user set in the environment win.
+# bars out of stage logs. MLflow has one timeout for connecting and reading, so a request may
+# take long (a slow server writing a large log_batch); a server that is down or hung is caught
+# by the health probe before the run instead. Values the user set in the environment win.
 MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# GET /health before a run: (connect, read) seconds. A live server answers in milliseconds.
+PROBE_TIMEOUT = (3, 3)
 
 
 def tracking_uri() -> str:
@@ -73,11 +77,40 @@ def make_client(uri: str):
     """An MlflowClient for `uri` (tracking and model registry), with our env defaults."""
     for name, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    # A new SQLite store announces its schema set-up on stderr; errors should stay one line.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
+    _quiet_mlflow_logs()
     return MlflowClient(uri, registry_uri=uri)
+
+
+def _quiet_mlflow_logs() -> None:
+    """Failures reach the user as polyfit's one line with the root cause: MLflow's own log
+    would add its traceback and the failed SQL (a full disk printed ~200 lines). An explicit
+    MLFLOW_LOGGING_LEVEL still wins, for debugging."""
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        logging.getLogger("mlflow").setLevel(logging.CRITICAL)
+        logging.getLogger("alembic").setLevel(logging.CRITICAL)  # schema set-up chatter
+
+
+def probe_server(uri: str) -> None:
+    """Fail in seconds if a tracking server does not answer (down, or accepting and hung).
+
+    Any HTTP answer counts as alive; TLS problems are left to MLflow's own client.
+    """
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT)
+    except requests.exceptions.SSLError:
+        return
+    except requests.Timeout:
+        connect, read = PROBE_TIMEOUT
+        raise PolyfitError(
+            f"MLflow tracking store {uri} unusable: no answer to GET /health within "
+            f"{connect} s (connect) + {read} s (read)"
+        ) from None
+    except requests.ConnectionError as error:
+        raise PolyfitError(f"MLflow tracking store {uri} unusable: {_one_line(error)}") from None
 
 
 def connect(experiment: str):
@@ -85,6 +118,8 @@ def connect(experiment: str):
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
+    if _is_server(uri):
+        probe_server(uri)
     try:
         with _store_lock(uri):
             client = make_client(uri)
@@ -99,8 +134,21 @@ def connect(experiment: str):
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    """The root cause's first line: MLflow wraps SQLAlchemy, which wraps sqlite3's
+    "database or disk is full" under a paragraph about autoflush and the failed SQL."""
+    text = str(_root_cause(error)).strip().splitlines()
     return text[0][:300] if text else type(error).__name__
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (raise ... from, SQLAlchemy's .orig)."""
+    seen = {id(error)}
+    while True:
+        inner = getattr(error, "orig", None) or error.__cause__ or error.__context__
+        if not isinstance(inner, BaseException) or id(inner) in seen or not str(inner).strip():
+            return error
+        seen.add(id(inner))
+        error = inner
 
 
 class TrackedRun:
@@ -200,13 +248,16 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
         run.log_params(params)
         yield run
     except KeyboardInterrupt as error:
-        _end(client, info.run_id, "KILLED", str(error) or "interrupted by SIGINT")
+        if note := _end(client, info.run_id, "KILLED", str(error) or "interrupted by SIGINT"):
+            print(f"polyfit: warning: {note}", file=sys.stderr)
         raise
     except MlflowException as error:  # e.g. the server went away: one line, not a traceback
-        _end(client, info.run_id, "FAILED", _one_line(error))
-        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {_one_line(error)}") from None
-    except BaseException as error:
-        _end(client, info.run_id, "FAILED", _one_line(error))
+        note = _end(client, info.run_id, "FAILED", _one_line(error))
+        message = f"MLflow at {tracking_uri()} failed: {_one_line(error)}"
+        raise PolyfitError(message + (f" ({note})" if note else "")) from None
+    except Exception as error:
+        if note := _end(client, info.run_id, "FAILED", _one_line(error)):
+            error.add_note(note)  # cli.py prints it on the error's line
         raise
     else:
         _end(client, info.run_id, "FINISHED")
@@ -223,13 +274,13 @@ def end_run(client, run_id: str, status: str, reason: str | None = None) -> None
     client.set_terminated(run_id, status)
 
 
-def _end(client, run_id: str, status: str, reason: str | None = None) -> None:
-    """Best effort: if the store itself is gone, the original error matters more."""
+def _end(client, run_id: str, status: str, reason: str | None = None) -> str | None:
+    """Best effort: if the store itself is gone, return why (the original error matters more)."""
     try:
         end_run(client, run_id, status, reason)
     except Exception as error:
-        warning = f"polyfit: warning: could not mark run {run_id} {status}: {_one_line(error)}"
-        print(warning, file=sys.stderr)
+        return f"run {run_id} left RUNNING: {_one_line(error)}"
+    return None
 
 
 def find_train_run(client, experiment_id: str, model_sha256: str) -> str | None:
