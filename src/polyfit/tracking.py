@@ -65,7 +65,10 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def preload() -> None:
     """Import MLflow's client and store modules (~1.3 s), touching no file: a stage does this
-    while its compute child imports torch, before it knows whether its inputs are valid."""
+    while its compute child imports torch, before it knows whether its inputs are valid.
+    A tracking server is probed first, so a dead one fails the stage in seconds."""
+    if _is_server(tracking_uri()):
+        probe_server(tracking_uri())
     from mlflow.tracking import MlflowClient  # noqa: F401
 
     if tracking_uri().startswith("sqlite:"):
@@ -88,15 +91,18 @@ def _quiet_mlflow_logs() -> None:
     would add its traceback and the failed SQL (a full disk printed ~200 lines). An explicit
     MLFLOW_LOGGING_LEVEL still wins, for debugging."""
     if "MLFLOW_LOGGING_LEVEL" not in os.environ:
-        logging.getLogger("mlflow").setLevel(logging.CRITICAL)
-        logging.getLogger("alembic").setLevel(logging.CRITICAL)  # schema set-up chatter
+        for name in ("mlflow", "alembic", "sqlalchemy"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def probe_server(uri: str) -> None:
     """Fail in seconds if a tracking server does not answer (down, or accepting and hung).
 
-    Any HTTP answer counts as alive; TLS problems are left to MLflow's own client.
+    Any HTTP answer counts as alive; TLS problems are left to MLflow's own client. Once per
+    process and server: a stage probes early (preload) and on connecting.
     """
+    if uri in _answered:
+        return
     import requests
 
     try:
@@ -111,6 +117,10 @@ def probe_server(uri: str) -> None:
         ) from None
     except requests.ConnectionError as error:
         raise PolyfitError(f"MLflow tracking store {uri} unusable: {_one_line(error)}") from None
+    _answered.add(uri)
+
+
+_answered: set[str] = set()  # servers that answered the probe in this process
 
 
 def connect(experiment: str):
@@ -241,7 +251,10 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
 
     # A tracking server rejects tag values that are not strings (SQLite converts them).
     tags = {key: str(value) for key, value in {**provenance_tags(stage), **tags}.items()}
-    info = client.create_run(experiment_id, run_name=name, tags=tags).info
+    try:
+        info = client.create_run(experiment_id, run_name=name, tags=tags).info
+    except MlflowException as error:  # e.g. the store's disk is full, or it is locked
+        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {_one_line(error)}") from None
     run = TrackedRun(client, info.run_id, experiment_id)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
