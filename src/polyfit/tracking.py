@@ -268,7 +268,7 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
         note = _end(client, info.run_id, "FAILED", _one_line(error))
         message = f"MLflow at {tracking_uri()} failed: {_one_line(error)}"
         raise PolyfitError(message + (f" ({note})" if note else "")) from None
-    except Exception as error:
+    except BaseException as error:
         if note := _end(client, info.run_id, "FAILED", _one_line(error)):
             error.add_note(note)  # cli.py prints it on the error's line
         raise
