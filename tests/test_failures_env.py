@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_project, polyfit, run, runs_of, small_params
-from fault_tools import stage_folder, store_env
+from fault_tools import polyfit_child, stage_folder, store_env
 
 from polyfit import paths
 
@@ -95,6 +95,19 @@ def test_full_disk_under_the_model_fails_the_run(tmp_path):
         assert polyfit("train", cwd=folder, env=store_env(folder)).returncode == 0
 
 
+def test_full_disk_under_the_artifacts_fails_the_run_naming_them(tmp_path):
+    folder = stage_folder(tmp_path / "work", small_params())
+    with tmpfs(folder / "mlartifacts", "64k") as artifacts:
+        fill(artifacts)
+        done = polyfit("train", cwd=folder, env=store_env(folder))
+    assert done.returncode == 1
+    run_ = newest_run(store_of(folder), "train")
+    assert run_.info.status == "FAILED"
+    assert "No space left on device" in run_.data.tags["failure_reason"]
+    where = run_.info.artifact_uri.removeprefix("file://")
+    one_line(done, f"polyfit train: error: {where}: No space left on device")
+
+
 def test_read_only_folder(tmp_path):
     folder = stage_folder(tmp_path / "work", small_params())
     with tmpfs(folder / "models", "1m", read_only=True):
@@ -132,6 +145,27 @@ def test_locked_store(tmp_path):
     assert done.stderr.startswith("polyfit train: error: MLflow "), done.stderr
     assert "database is locked" in done.stderr
     assert polyfit("train", cwd=folder, env=store_env(folder)).returncode == 0  # lock released
+
+
+def test_store_fills_mid_run(tmp_path):
+    """The disk fills while train runs: one line with SQLite's cause, and the run ends FAILED
+    or, if the store cannot even record that, the line says the run was left RUNNING."""
+    folder = stage_folder(tmp_path / "work", small_params(steps=30_000, log_every=100))
+    with tmpfs(tmp_path / "store", "8m") as store:
+        env = store_env(store)
+        assert polyfit("generate", cwd=folder, env=env).returncode == 0  # creates the store
+        child = polyfit_child("train", folder, env)
+        child.wait_for_training()  # the run exists; its history is logged after training
+        filler = fill(store)
+        code, _, stderr = child.finish()
+        filler.unlink()
+        run_ = newest_run(store_of(store), "train")
+    assert code == 1
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert stderr.startswith(f"polyfit train: error: MLflow at {store_of(store)} failed: ")
+    assert "database or disk is full" in stderr
+    if run_.info.status != "FAILED":
+        assert f"(run {run_.info.run_id} left RUNNING: database or disk is full)" in stderr
 
 
 def test_full_disk_under_the_store_then_repro_recovers(tmp_path):

@@ -269,6 +269,9 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
         message = f"MLflow at {tracking_uri()} failed: {_one_line(error)}"
         raise PolyfitError(message + (f" ({note})" if note else "")) from None
     except BaseException as error:
+        if isinstance(error, OSError) and error.filename is None:
+            # polyfit's own writes name their file: this came from copying an artifact.
+            error.filename = info.artifact_uri.removeprefix("file://")
         if note := _end(client, info.run_id, "FAILED", _one_line(error)):
             error.add_note(note)  # cli.py prints it on the error's line
         raise
