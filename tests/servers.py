@@ -103,3 +103,55 @@ def kill_server(server: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def hung_server():
+    """A loopback port that accepts TCP connections (the kernel completes the handshake) and
+    never answers: a server stuck in a deadlock or a dead backend behind a live socket."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def delaying_proxy(upstream: str, delay: float, min_body: int):
+    """An HTTP proxy to `upstream` that holds each request with a body of `min_body` bytes or
+    more for `delay` seconds before forwarding it: a slow but alive server. Yields its URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _forward(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if len(body) >= min_body:
+                time.sleep(delay)
+            skip = {"host", "content-length", "connection", "accept-encoding"}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            answer = requests.request(
+                self.command, upstream + self.path, headers=headers, data=body, timeout=60
+            )
+            self.send_response(answer.status_code)
+            drop = {"content-length", "content-encoding", "transfer-encoding", "connection"}
+            for key, value in answer.headers.items():
+                if key.lower() not in drop:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(10)

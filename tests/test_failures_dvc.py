@@ -2,9 +2,11 @@
 mid-run leave dvc.lock as it was, and the next `dvc repro` recovers.
 """
 
+import hashlib
 import signal
 
 import pytest
+import yaml
 from conftest import clean_env, make_project, run, runs_of, small_params, write_params
 from fault_tools import Child
 from servers import kill_server, mlflow_server
@@ -104,3 +106,23 @@ def test_server_lost_mid_run_fails_the_stage_and_dvc_records_nothing(
     assert outputs(project)["dvc.lock"] == repro_state["dvc.lock"]
     assert "changed" in run(["dvc", "status", "train"], project).stdout
     recovers(project, repro_state)
+
+
+def test_after_a_failed_train_dvc_checkout_restores_the_last_good_model(project, repro_state):
+    """`dvc repro` deletes a stage's outputs before running it: after a failed train the last
+    good model is in the DVC cache, not the workspace, and `dvc checkout` brings it back."""
+    run(["git", "add", "dvc.lock", "metrics"], project)
+    run(["git", "commit", "-qm", "the last good outputs"], project)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    (committed,) = [
+        out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == str(paths.MODEL)
+    ]
+    write_params(project, small_params(optimizer="SGD", lr=1.0))  # SGD diverges at this lr
+    failed = run(["dvc", "repro"], project)
+    assert failed.returncode != 0
+    assert "polyfit train: error: loss became non-finite" in failed.stdout + failed.stderr
+    assert not (project / paths.MODEL).exists()  # deleted by DVC before train ran
+    done = run(["dvc", "checkout"], project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert hashlib.md5((project / paths.MODEL).read_bytes()).hexdigest() == committed
+    assert run(["git", "status", "--porcelain", "dvc.lock"], project).stdout == ""

@@ -191,7 +191,8 @@ def fitted(lr: float, steps: int, log_every: int, factor: float) -> list[int]:
 
 
 def test_non_finite_loss_stops_training():
-    with pytest.raises(DivergedError, match=r"^loss became non-finite at step \d+$"):
+    expected = r"^loss became non-finite at step \d+ \(train\.lr too large\?\)$"
+    with pytest.raises(DivergedError, match=expected):
         fitted(lr=1.0, steps=200, log_every=50, factor=1e3)
 
 

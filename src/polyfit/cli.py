@@ -103,18 +103,41 @@ def main(argv: list[str] | None = None) -> None:
         gc.freeze()
 
 
+def _check_memory(stage: str) -> None:
+    """Refuse params whose data would not fit in memory before the stage allocates anything."""
+    from polyfit import params, paths
+
+    params.check_memory(params.load_params(paths.PARAMS), stage, str(paths.PARAMS))
+
+
 def _run(args: argparse.Namespace) -> None:
     module = "stages." + args.command if args.command in STAGES else TOOLS[args.command]
     try:
+        if args.command in STAGES:
+            _check_memory(args.command)
         entry = importlib.import_module(f"polyfit.{module}")
         if args.command in STAGES:
             entry.main()
         else:
             entry.main(args)
     except PolyfitError as error:
-        print(f"polyfit {args.command}: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        _fail(args.command, str(error), error, error.exit_code)
+    except OSError as error:  # the machine: a full disk, a read-only folder, a vanished file
+        _fail(args.command, _describe_os_error(error), error, 1)
     except KeyboardInterrupt as interrupt:
         reason = str(interrupt) or "interrupted by SIGINT"
         print(f"polyfit {args.command}: {reason}", file=sys.stderr)
         sys.exit(getattr(interrupt, "exit_code", 130))  # 128 + SIGINT unless told otherwise
+
+
+def _fail(command: str, message: str, error: BaseException, exit_code: int) -> None:
+    """One line on stderr, with any note added on the way (a run the store could not end)."""
+    notes = "".join(f" ({note})" for note in getattr(error, "__notes__", []))
+    print(f"polyfit {command}: error: {message}{notes}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+def _describe_os_error(error: OSError) -> str:
+    """'data/dataset.pt: No space left on device', without Python's [Errno 28] prefix."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{error.filename}: {reason}" if error.filename else reason

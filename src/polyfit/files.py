@@ -6,6 +6,7 @@ params, and a bad params.yaml should fail in milliseconds, not after a 2 s torch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,8 +31,11 @@ def write_atomic(path: Path, content: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as error:  # name the output, not the temp file (a write or fsync names none)
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even this
+            temp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -83,7 +83,8 @@ def _check_divergence(losses: torch.Tensor, start: int, first: float, factor: fl
     """Raise DivergedError if a loss of steps start.. is non-finite or > factor x the first."""
     if not torch.isfinite(losses).all():
         step = start + int((~torch.isfinite(losses)).nonzero()[0])
-        raise DivergedError(f"loss became non-finite at step {step}")
+        cause = "train.lr too large?" if step else "data.x_*, noise_std or model.degree too large?"
+        raise DivergedError(f"loss became non-finite at step {step} ({cause})")
     worst = losses.max().item()
     if worst > factor * first:
         step = start + int(losses.argmax())

@@ -4,22 +4,37 @@ Every key is required and strictly typed, so a typo, a missing key or a quoted n
 stops the pipeline before it writes anything.
 """
 
+import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from polyfit.errors import UsageError
 
 TARGETS = ("sin", "cos", "exp")
 OPTIMIZERS = ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "LBFGS")
 
-Count = Annotated[int, Field(ge=1)]
-Seed = Annotated[int, Field(ge=0, lt=2**63)]
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+INT64_LIMIT = 2**63  # counts become torch sizes and indices: int64
+
+
+def _float32(value: float) -> float:
+    """torch turns these into float32 (linspace ends, optimizer hyperparameters): it raises
+    "cannot be converted to type float without overflow" beyond float32's range."""
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{value!r} is beyond float32's range (±3.4e38), where torch uses it")
+    return value
+
+
+Float32 = Annotated[float, AfterValidator(_float32)]
+Count = Annotated[int, Field(ge=1, lt=INT64_LIMIT)]
+Seed = Annotated[int, Field(ge=0, lt=INT64_LIMIT)]
+Positive = Annotated[Float32, Field(gt=0)]
+NonNegative = Annotated[Float32, Field(ge=0)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -29,8 +44,8 @@ class Frozen(BaseModel):
 
 class DataParams(Frozen):
     target: Literal[TARGETS]
-    x_min: float
-    x_max: float
+    x_min: Float32
+    x_max: Float32
     n_samples: Count
     noise_std: NonNegative
     seed: Seed
@@ -100,7 +115,7 @@ class TrainParams(Frozen):
     seed: Seed
     log_every: Count
     threads: Annotated[int, Field(ge=1, le=256)]
-    divergence_factor: Annotated[float, Field(gt=1)]
+    divergence_factor: Annotated[float, Field(gt=1)]  # compared in Python float64, not torch
     gradient: Literal["autograd", "gram"]
     options: OptimizerOptions
 
@@ -110,12 +125,27 @@ class TrainParams(Frozen):
 
 
 class EvaluateParams(Frozen):
-    grid_points: Annotated[int, Field(ge=2)]
+    grid_points: Annotated[int, Field(ge=2, lt=INT64_LIMIT)]
+
+
+def _not_blank(name: str) -> str:
+    if not name.strip():
+        raise ValueError("must not be blank")
+    return name
+
+
+def _model_name(name: str) -> str:
+    """MLflow uses model names as paths: no '/' or ':', nothing that normalises to another."""
+    if "/" in name or ":" in name or name == "." or name.startswith(".."):
+        raise ValueError(f"{name!r} must not contain '/' or ':' or start with '..'")
+    return name
 
 
 class MlflowParams(Frozen):
-    experiment: Annotated[str, Field(min_length=1)]
-    registered_model: Annotated[str, Field(min_length=1)]
+    experiment: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_not_blank)]
+    registered_model: Annotated[
+        str, Field(min_length=1), AfterValidator(_not_blank), AfterValidator(_model_name)
+    ]
 
 
 class Params(Frozen):
@@ -136,7 +166,109 @@ class Params(Frozen):
                 f"data.n_samples ({self.data.n_samples}) must exceed model.degree "
                 f"({self.model.degree}) for the fit to be determined"
             )
+        _check_float32_data(self.data, self.model.degree)
         return self
+
+
+def _check_float32_data(data: DataParams, degree: int) -> None:
+    """The dataset and the model's features are float32: refuse ranges that overflow them."""
+    key = "data.x_max" if abs(data.x_max) >= abs(data.x_min) else "data.x_min"
+    reach = max(abs(data.x_min), abs(data.x_max))
+    if reach > 1 and degree * math.log(reach) >= math.log(FLOAT32_MAX):
+        raise ValueError(
+            f"{key} ({reach:g}): x^{degree} (model.degree) overflows float32 beyond "
+            f"|x| = {FLOAT32_MAX ** (1 / degree):.4g}"
+        )
+    if data.target == "exp" and data.x_max >= math.log(FLOAT32_MAX):
+        raise ValueError(f"data.x_max ({data.x_max:g}): exp(x) overflows float32 beyond 88.72")
+    # A standard normal draw stays within 10 sigma for any dataset that fits in memory.
+    largest_y = math.exp(data.x_max) if data.target == "exp" else 1.0
+    if data.noise_std * 10 + largest_y > FLOAT32_MAX:
+        raise ValueError(f"data.noise_std ({data.noise_std:g}): y + noise overflows float32")
+
+
+# Memory: bytes a stage allocates, as per-item costs read off the stage code (float32 4 B,
+# float64 8 B), counting the temporaries of a step as if alive at once: an upper estimate of
+# the peak, checked before anything is allocated. The ~1 GB of the torch and MLflow imports is
+# not counted: it is already paid when a stage could be refused.
+GENERATE_PER_SAMPLE = (
+    8  # x, y (float32)
+    + 12  # randn, noise_std * randn, y + noise
+    + 16  # torch.save into a buffer, and the buffer's copy (getvalue)
+    + 24  # those bytes pickled through the pipe: the child's copy, the parent's read and result
+)
+LOADED_PER_SAMPLE = 16  # the dataset file's bytes, then its x, y tensors
+TRAIN_PER_STEP = (
+    8  # the loss history tensor (float64 with gram)
+    + 64  # it as a Python list of floats, in the compute child and again in the parent
+    + 16  # that list pickled through the pipe
+    + 80  # plots/loss.csv as text: one line per step, then joined and encoded
+    + 88  # matplotlib's arrays for the loss picture (x, y, the path and its transform)
+)
+EVALUATE_PER_SAMPLE = (
+    LOADED_PER_SAMPLE
+    + 32  # float64 x and y for lstsq, and lstsq's copy of y
+    + 36  # the model's prediction and errors(): two float64 copies, residual, square/abs
+    + 32  # polynomial(optimum, x) in float64: x, result and a Horner temporary, errors' residual
+)
+EVALUATE_PER_GRID_POINT = (
+    4  # grid_x
+    + 16  # grid_x.double() and the target on it
+    + 36  # the model's prediction and errors()
+    + 32  # polynomial(optimum, grid_x)
+)
+
+
+def memory_needed(params: Params, stage: str) -> tuple[int, str]:
+    """(estimated peak bytes of the stage, the params key that contributes most)."""
+    n, degree = params.data.n_samples, params.model.degree
+    if stage == "generate":
+        return n * GENERATE_PER_SAMPLE, "data.n_samples"
+    if stage == "train":
+        per_sample = LOADED_PER_SAMPLE
+        if params.train.gradient == "autograd":  # gram reads the data in fixed-size chunks
+            per_sample += 4 * degree + 12  # features (N, degree), output, residual, gradient
+        parts = {
+            "data.n_samples": n * per_sample,
+            "train.steps": params.train.steps * TRAIN_PER_STEP,
+        }
+    else:
+        per_sample = EVALUATE_PER_SAMPLE + 16 * (degree + 1) + 4 * degree  # design, copy, features
+        per_point = EVALUATE_PER_GRID_POINT + 4 * degree  # the features of the grid
+        grid = params.evaluate.grid_points * per_point
+        parts = {"data.n_samples": n * per_sample, "evaluate.grid_points": grid}
+    return sum(parts.values()), max(parts, key=parts.get)
+
+
+def available_memory() -> int:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping), in bytes."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # free pages, elsewhere
+
+
+def check_memory(params: Params, stage: str, source: str, available: int | None = None) -> None:
+    """Refuse a stage whose estimated allocation exceeds the memory available."""
+    needed, key = memory_needed(params, stage)
+    available = available_memory() if available is None else available
+    if needed > available:
+        raise UsageError(
+            f"{source}: {key}: {stage} would need about {needed} bytes ({_size(needed)}) of "
+            f"memory, {available} bytes ({_size(available)}) available"
+        )
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:.3g} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
 
 
 def load_params(path: Path) -> Params:
@@ -162,12 +294,22 @@ class _Yaml12Loader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not _hashable(key):
+                continue  # SafeLoader's own check reports it
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} repeated", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _hashable(key: object) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
 
 
 _Yaml12Loader.add_implicit_resolver(
@@ -201,7 +343,7 @@ def validate_params(raw: object, source: str = "params") -> Params:
 def describe(error: ValidationError) -> str:
     """One line naming the first bad key and what is wrong with it."""
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    key = ".".join(str(part) if str(part).isprintable() else repr(part) for part in first["loc"])
     kind, value = first["type"], first.get("input")
     if kind == "missing":
         message = "missing key"
@@ -212,7 +354,8 @@ def describe(error: ValidationError) -> str:
     else:
         message = first["msg"].removeprefix("Value error, ")
         if kind not in ("value_error",):
-            message += f" (got {value!r})"
+            shown = repr(value)
+            message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     if more := len(error.errors()) - 1:
         message += f" (and {more} more problem{'s' * (more > 1)})"
     return f"{key}: {message}" if key else message

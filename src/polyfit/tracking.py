@@ -24,13 +24,17 @@ from polyfit.provenance import git_state
 
 BATCH_SIZE = 1000  # MLflow's limit of metrics per log_batch call
 # Fail fast on an unreachable server (MLflow's defaults retry for minutes), and keep progress
-# bars out of stage logs. Values the user set in the environment win.
+# bars out of stage logs. MLflow has one timeout for connecting and reading, so a request may
+# take long (a slow server writing a large log_batch); a server that is down or hung is caught
+# by the health probe before the run instead. Values the user set in the environment win.
 MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# GET /health before a run: (connect, read) seconds. A live server answers in milliseconds.
+PROBE_TIMEOUT = (3, 3)
 
 
 def tracking_uri() -> str:
@@ -62,7 +66,10 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def preload() -> None:
     """Import MLflow's client and store modules (~1.3 s), touching no file: a stage does this
-    while its compute child imports torch, before it knows whether its inputs are valid."""
+    while its compute child imports torch, before it knows whether its inputs are valid.
+    A tracking server is probed first, so a dead one fails the stage in seconds."""
+    if _is_server(tracking_uri()):
+        probe_server(tracking_uri())
     from mlflow.tracking import MlflowClient  # noqa: F401
 
     if tracking_uri().startswith("sqlite:"):
@@ -74,11 +81,10 @@ def make_client(uri: str):
     """An MlflowClient for `uri` (tracking and model registry), with our env defaults."""
     for name, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    # A new SQLite store announces its schema set-up on stderr; errors should stay one line.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    _quiet_mlflow_logs()
     # The registry resolves a version's models:/ source through the process-wide tracking URI,
     # whose default (./mlflow.db) is another store inside a DVC experiment's temp copy.
     mlflow.set_tracking_uri(uri)
@@ -86,11 +92,50 @@ def make_client(uri: str):
     return MlflowClient(uri, registry_uri=uri)
 
 
+def _quiet_mlflow_logs() -> None:
+    """Failures reach the user as polyfit's one line with the root cause: MLflow's own log
+    would add its traceback and the failed SQL (a full disk printed ~200 lines). An explicit
+    MLFLOW_LOGGING_LEVEL still wins, for debugging."""
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        for name in ("mlflow", "alembic", "sqlalchemy"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def probe_server(uri: str) -> None:
+    """Fail in seconds if a tracking server does not answer (down, or accepting and hung).
+
+    Any HTTP answer counts as alive; TLS problems are left to MLflow's own client. Once per
+    process and server: a stage probes early (preload) and on connecting.
+    """
+    if uri in _answered:
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT)
+    except requests.exceptions.SSLError:
+        return
+    except requests.Timeout:
+        connect, read = PROBE_TIMEOUT
+        raise PolyfitError(
+            f"MLflow tracking store {uri} unusable: no answer to GET /health within "
+            f"{connect} s (connect) + {read} s (read)"
+        ) from None
+    except requests.ConnectionError as error:
+        raise PolyfitError(f"MLflow tracking store {uri} unusable: {_one_line(error)}") from None
+    _answered.add(uri)
+
+
+_answered: set[str] = set()  # servers that answered the probe in this process
+
+
 def connect(experiment: str):
     """(client, experiment_id), creating the experiment if needed, race-free."""
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
+    if _is_server(uri):
+        probe_server(uri)
     try:
         with _store_lock(uri):
             client = make_client(uri)
@@ -105,8 +150,21 @@ def connect(experiment: str):
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    """The root cause's first line: MLflow wraps SQLAlchemy, which wraps sqlite3's
+    "database or disk is full" under a paragraph about autoflush and the failed SQL."""
+    text = str(_root_cause(error)).strip().splitlines()
     return text[0][:300] if text else type(error).__name__
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (raise ... from, SQLAlchemy's .orig)."""
+    seen = {id(error)}
+    while True:
+        inner = getattr(error, "orig", None) or error.__cause__ or error.__context__
+        if not isinstance(inner, BaseException) or id(inner) in seen or not str(inner).strip():
+            return error
+        seen.add(id(inner))
+        error = inner
 
 
 class TrackedRun:
@@ -220,20 +278,29 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
 
     # A tracking server rejects tag values that are not strings (SQLite converts them).
     tags = {key: str(value) for key, value in {**provenance_tags(stage), **tags}.items()}
-    info = client.create_run(experiment_id, run_name=name, tags=tags).info
+    try:
+        info = client.create_run(experiment_id, run_name=name, tags=tags).info
+    except MlflowException as error:  # e.g. the store's disk is full, or it is locked
+        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {_one_line(error)}") from None
     run = TrackedRun(client, info.run_id, experiment_id)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         run.log_params(params)
         yield run
     except KeyboardInterrupt as error:
-        _end(client, info.run_id, "KILLED", str(error) or "interrupted by SIGINT")
+        if note := _end(client, info.run_id, "KILLED", str(error) or "interrupted by SIGINT"):
+            print(f"polyfit: warning: {note}", file=sys.stderr)
         raise
     except MlflowException as error:  # e.g. the server went away: one line, not a traceback
-        _end(client, info.run_id, "FAILED", _one_line(error))
-        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {_one_line(error)}") from None
+        note = _end(client, info.run_id, "FAILED", _one_line(error))
+        message = f"MLflow at {tracking_uri()} failed: {_one_line(error)}"
+        raise PolyfitError(message + (f" ({note})" if note else "")) from None
     except BaseException as error:
-        _end(client, info.run_id, "FAILED", _one_line(error))
+        if isinstance(error, OSError) and error.filename is None:
+            # polyfit's own writes name their file: this came from copying an artifact.
+            error.filename = info.artifact_uri.removeprefix("file://")
+        if note := _end(client, info.run_id, "FAILED", _one_line(error)):
+            error.add_note(note)  # cli.py prints it on the error's line
         raise
     else:
         _end(client, info.run_id, "FINISHED")
@@ -250,13 +317,13 @@ def end_run(client, run_id: str, status: str, reason: str | None = None) -> None
     client.set_terminated(run_id, status)
 
 
-def _end(client, run_id: str, status: str, reason: str | None = None) -> None:
-    """Best effort: if the store itself is gone, the original error matters more."""
+def _end(client, run_id: str, status: str, reason: str | None = None) -> str | None:
+    """Best effort: if the store itself is gone, return why (the original error matters more)."""
     try:
         end_run(client, run_id, status, reason)
     except Exception as error:
-        warning = f"polyfit: warning: could not mark run {run_id} {status}: {_one_line(error)}"
-        print(warning, file=sys.stderr)
+        return f"run {run_id} left RUNNING: {_one_line(error)}"
+    return None
 
 
 def find_trained_model(client, experiment_id: str, model_sha256: str):
