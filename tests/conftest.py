@@ -154,7 +154,7 @@ def stage_dir(tmp_path, monkeypatch) -> Path:
 def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(uri)
+    return MlflowClient(uri, registry_uri=uri)  # not the process-wide one a stage may have set
 
 
 def runs_of(uri: str, experiment: str = "polyfit", stage: str | None = None) -> list:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import make_project, polyfit, run, runs_of, small_params
+from conftest import make_project, mlflow_client, polyfit, run, runs_of, small_params
 from fault_tools import polyfit_child, stage_folder, store_env
 
 from polyfit import paths
@@ -104,7 +104,9 @@ def test_full_disk_under_the_artifacts_fails_the_run_naming_them(tmp_path):
     run_ = newest_run(store_of(folder), "train")
     assert run_.info.status == "FAILED"
     assert "No space left on device" in run_.data.tags["failure_reason"]
-    where = run_.info.artifact_uri.removeprefix("file://")
+    # The first artifact train writes is its LoggedModel, in the experiment's models/ folder.
+    (model,) = mlflow_client(store_of(folder)).search_logged_models([run_.info.experiment_id])
+    where = model.artifact_location.removeprefix("file://")
     one_line(done, f"polyfit train: error: {where}: No space left on device")
 
 

@@ -204,7 +204,7 @@ def test_a_loss_that_overflows_from_the_start_points_at_the_data_not_the_lr():
     import torch
 
     from polyfit.errors import DivergedError
-    from polyfit.fit import build_optimizer, fit, make_objective
+    from polyfit.fit import build_optimizer, fit, make_loss
     from polyfit.model import build_model
 
     torch.manual_seed(0)
@@ -212,4 +212,4 @@ def test_a_loss_that_overflows_from_the_start_points_at_the_data_not_the_lr():
     model = build_model(3)
     optimizer = build_optimizer("SGD", model.parameters(), 1e-3, {})
     with pytest.raises(DivergedError, match=r"step 0 \(data\.x_\*, noise_std or model\.degree"):
-        fit(make_objective("autograd", model, x, torch.sin(x), 3), optimizer, 10, 5, 1e3)
+        fit(make_loss("autograd", model, x, torch.sin(x), 3), optimizer, 10, 5, 1e3)

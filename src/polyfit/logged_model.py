@@ -58,7 +58,11 @@ def log_model(run, state_dict: Path, params: dict, tags: dict) -> str:
             input_example=INPUT_EXAMPLE,
             pip_requirements=requirements(),
         )
-        client.log_model_artifacts(logged.model_id, str(folder))
+        try:
+            client.log_model_artifacts(logged.model_id, str(folder))
+        except OSError as error:  # it names our temporary copy; the full folder is the store's
+            error.filename = logged.artifact_location.removeprefix("file://")
+            raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return logged.model_id
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import _RemoteTraceback
 from pathlib import Path
 from typing import NamedTuple
 
@@ -122,7 +123,7 @@ def probe_server(uri: str) -> None:
             f"{connect} s (connect) + {read} s (read)"
         ) from None
     except requests.ConnectionError as error:
-        raise PolyfitError(f"MLflow tracking store {uri} unusable: {_one_line(error)}") from None
+        raise PolyfitError(f"MLflow tracking store {uri} unusable: {one_line(error)}") from None
     _answered.add(uri)
 
 
@@ -145,11 +146,11 @@ def connect(experiment: str):
                     client.create_experiment(experiment, _artifact_location(uri))
                 found = client.get_experiment_by_name(experiment)
     except Exception as error:  # any failure here means "no usable store"
-        raise PolyfitError(f"MLflow tracking store {uri} unusable: {_one_line(error)}") from None
+        raise PolyfitError(f"MLflow tracking store {uri} unusable: {one_line(error)}") from None
     return client, found.experiment_id
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     """The root cause's first line: MLflow wraps SQLAlchemy, which wraps sqlite3's
     "database or disk is full" under a paragraph about autoflush and the failed SQL."""
     text = str(_root_cause(error)).strip().splitlines()
@@ -157,14 +158,18 @@ def _one_line(error: BaseException) -> str:
 
 
 def _root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of a chain (raise ... from, SQLAlchemy's .orig)."""
+    """The innermost exception of a chain (raise ... from, SQLAlchemy's .orig). Our own errors
+    are already the user's line; the compute worker's traceback text is no cause."""
     seen = {id(error)}
-    while True:
+    while not isinstance(error, PolyfitError):
         inner = getattr(error, "orig", None) or error.__cause__ or error.__context__
+        if isinstance(inner, _RemoteTraceback):
+            return error
         if not isinstance(inner, BaseException) or id(inner) in seen or not str(inner).strip():
             return error
         seen.add(id(inner))
         error = inner
+    return error
 
 
 class TrackedRun:
@@ -281,7 +286,7 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
     try:
         info = client.create_run(experiment_id, run_name=name, tags=tags).info
     except MlflowException as error:  # e.g. the store's disk is full, or it is locked
-        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {_one_line(error)}") from None
+        raise PolyfitError(f"MLflow at {tracking_uri()} failed: {one_line(error)}") from None
     run = TrackedRun(client, info.run_id, experiment_id)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
@@ -292,14 +297,14 @@ def stage_run(stage: str, experiment: str, name: str, params: dict, tags: dict):
             print(f"polyfit: warning: {note}", file=sys.stderr)
         raise
     except MlflowException as error:  # e.g. the server went away: one line, not a traceback
-        note = _end(client, info.run_id, "FAILED", _one_line(error))
-        message = f"MLflow at {tracking_uri()} failed: {_one_line(error)}"
+        note = _end(client, info.run_id, "FAILED", one_line(error))
+        message = f"MLflow at {tracking_uri()} failed: {one_line(error)}"
         raise PolyfitError(message + (f" ({note})" if note else "")) from None
     except BaseException as error:
         if isinstance(error, OSError) and error.filename is None:
             # polyfit's own writes name their file: this came from copying an artifact.
             error.filename = info.artifact_uri.removeprefix("file://")
-        if note := _end(client, info.run_id, "FAILED", _one_line(error)):
+        if note := _end(client, info.run_id, "FAILED", one_line(error)):
             error.add_note(note)  # cli.py prints it on the error's line
         raise
     else:
@@ -322,7 +327,7 @@ def _end(client, run_id: str, status: str, reason: str | None = None) -> str | N
     try:
         end_run(client, run_id, status, reason)
     except Exception as error:
-        return f"run {run_id} left RUNNING: {_one_line(error)}"
+        return f"run {run_id} left RUNNING: {one_line(error)}"
     return None
 
 

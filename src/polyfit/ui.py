@@ -80,7 +80,7 @@ def main(args) -> None:
     try:  # e.g. a deleted experiment, or a server user without edit rights
         save_view(client, experiment_id)
     except MlflowException as error:
-        reason = tracking._one_line(error)
+        reason = tracking.one_line(error)
         raise PolyfitError(f"cannot save the comparison view in {uri}: {reason}") from None
     if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
         print(comparison_url(uri, experiment_id))
