@@ -9,6 +9,7 @@ Scratch clones and stores go to a temporary folder, removed at the end.
 
 import argparse
 import datetime
+import os
 import shutil
 import sys
 import time
@@ -22,6 +23,8 @@ from scale import SIZES, scale
 from sweep import sweep
 from timing import REPO, SCRATCH
 from training_loop import training_loop
+
+from polyfit.runtime import REPRODUCIBLE_MKL
 
 SECTIONS = ("cold", "warm", "logging", "loop", "scale", "sweep")
 
@@ -67,6 +70,8 @@ def _plan(args) -> dict:
 
 def main() -> None:
     args = _parser().parse_args()
+    for name, value in REPRODUCIBLE_MKL.items():  # what `polyfit` sets, for in-process sections
+        os.environ.setdefault(name, value)
     started_at = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_before, started = machine.load(), time.perf_counter()
     sections = []
