@@ -2,7 +2,7 @@
 
 Run from the repo root with the venv first on PATH (the Makefile does both):
     python benchmarks/run.py            # everything, 15-20 min
-    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweep
+    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweep or MKL-mode cost
     python benchmarks/run.py --only loop
 Scratch clones and stores go to a temporary folder, removed at the end.
 """
@@ -19,6 +19,7 @@ import machine
 from logging_cost import logging_cost
 from pipeline import cold, warm
 from report import render
+from reproducible_mode import reproducible_mode
 from scale import SIZES, scale
 from sweep import sweep
 from timing import REPO, SCRATCH
@@ -26,7 +27,7 @@ from training_loop import training_loop
 
 from polyfit.runtime import REPRODUCIBLE_MKL
 
-SECTIONS = ("cold", "warm", "logging", "loop", "scale", "sweep")
+SECTIONS = ("cold", "warm", "logging", "loop", "scale", "cnr", "sweep")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,12 +60,13 @@ def _plan(args) -> dict:
         "logging": lambda: logging_cost(repeats),
         "loop": lambda: training_loop(repeats),
         "scale": lambda: scale(heavy, sizes),
+        "cnr": lambda: reproducible_mode(heavy),
         "sweep": sweep,
     }
     if args.only:
         return {args.only: plan[args.only]}
     if args.quick:
-        del plan["sweep"]
+        del plan["sweep"], plan["cnr"]
     return plan
 
 

@@ -81,7 +81,6 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
 GRADIENTS = ("autograd", "gram")  # train.gradient
 # What `polyfit train` sets before importing torch: huge pages, MKL's reproducible mode.
 STAGE_ENV = {"THP_MEM_ALLOC_ENABLE": "1", **REPRODUCIBLE_MKL}
-NO_CNR = {"MKL_CBWR": "OFF", "MKL_DYNAMIC": "TRUE"}  # MKL's own per-CPU dispatch, its defaults
 # Changes to the stage's settings, measured at the largest size: (gradient, args, env).
 VARIANTS = {
     "autograd, torch's default allocator (THP_MEM_ALLOC_ENABLE=0)": (
@@ -94,8 +93,6 @@ VARIANTS = {
         ["--no-fill"],
         {},
     ),
-    "autograd, without MKL's reproducible mode (MKL_CBWR=OFF)": ("autograd", [], NO_CNR),
-    "gram, without MKL's reproducible mode (MKL_CBWR=OFF)": ("gram", [], NO_CNR),
 }
 
 
@@ -184,7 +181,8 @@ def scale(repeats: int, sizes=SIZES) -> Section:
         "configure_torch (deterministic mode, which NaN-fills every new tensor) and "
         "THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's large buffers) and MKL's reproducible "
         "mode (polyfit.runtime.REPRODUCIBLE_MKL: MKL_CBWR=COMPATIBLE, SSE2 kernels in MKL), as "
-        "`polyfit train` sets; the variants below show the cost of each setting.",
+        "`polyfit train` sets; the variants below show the cost of two of them (the MKL mode "
+        "has its own section).",
         "autograd (the default) is the seed's computation: forward and backward over every "
         "sample, every step. gram sums X^T X, X^T y, y^T y once, chunk by chunk in float64 "
         "(that pass is inside the timing), then every step costs microseconds at any n.",

@@ -6,9 +6,7 @@ import sys
 import time
 
 from seed_loop import seed_loop, seed_model_and_optimizer
-from timing import Row, Section, median, run, verdict
-
-from polyfit.runtime import REPRODUCIBLE_MKL
+from timing import Row, Section, median, verdict
 
 N_SAMPLES, STEPS = 2000, 2000
 TARGET = 1.0  # "no slower" than the seed's loop
@@ -51,21 +49,6 @@ def _inputs():
     return features(x, 3), y  # (N, 3), the seed's x.unsqueeze(-1).pow(p)
 
 
-# MKL reads its mode once per process: with and without it, each in its own child.
-MKL_MODES = {"with": REPRODUCIBLE_MKL, "without": {"MKL_CBWR": "OFF", "MKL_DYNAMIC": "TRUE"}}
-
-
-def _mkl_modes(repeats: int) -> dict[str, list[float]]:
-    """us/step of fit with the stage's settings, in child processes with and without CNR."""
-    us = {mode: [] for mode in MKL_MODES}
-    for round_index in range(repeats):
-        modes = list(MKL_MODES)[round_index % 2 :] + list(MKL_MODES)[: round_index % 2]
-        for mode in modes:
-            done = run([sys.executable, __file__, "--child", "3"], **MKL_MODES[mode])
-            us[mode].append(json.loads(done.stdout.strip().splitlines()[-1])["us_per_step"])
-    return us
-
-
 def training_loop(repeats: int) -> Section:
     import torch
 
@@ -103,14 +86,6 @@ def training_loop(repeats: int) -> Section:
                 verdict(ratio(us, kind) <= TARGET),
             )
         )
-    modes = _mkl_modes(repeats)
-    cost = median([a / b for a, b in zip(modes["with"], modes["without"], strict=True)])
-    section.rows.append(
-        Row(
-            "fit with the stage's settings, MKL's reproducible mode on / off (child processes)",
-            f"{median(modes['with']):.1f} / {median(modes['without']):.1f} us/step, {cost:.3f}x",
-        )
-    )
     section.notes += [
         f"{rounds} rounds; each round runs every variant once in rotated order, 2000 steps "
         "from the same seeded weights (RMSprop lr 1e-3, MSELoss(sum)), timed in-process. "
@@ -125,13 +100,14 @@ def training_loop(repeats: int) -> Section:
         "'Deterministic mode' is what polyfit.runtime.configure_torch sets in the stages "
         "(torch.set_deterministic_debug_mode('error')), which also fills every new tensor "
         "with NaN (torch.utils.deterministic.fill_uninitialized_memory).",
-        "Every in-process variant runs in MKL's reproducible mode (MKL_CBWR=COMPATIBLE, as "
-        "`polyfit` sets); the last row times the stage's loop in child processes with and "
-        "without it, alternating, one median of 3 runs per child.",
+        "Every variant runs in MKL's reproducible mode (MKL_CBWR=COMPATIBLE), as `polyfit` "
+        "sets; its cost is measured in its own section.",
     ]
     return section
 
 
+# `python benchmarks/training_loop.py --child N`: median us/step of N runs with the stage's
+# settings, in this process's MKL mode (reproducible_mode.py compares the modes).
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
     child_inputs, child_target = _inputs()
     _one_run("fit, stage settings", child_inputs, child_target)  # warm-up
