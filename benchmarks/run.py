@@ -2,13 +2,14 @@
 
 Run from the repo root with the venv first on PATH (the Makefile does both):
     python benchmarks/run.py            # everything, 15-20 min
-    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweep
+    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweep or MKL-mode cost
     python benchmarks/run.py --only loop
 Scratch clones and stores go to a temporary folder, removed at the end.
 """
 
 import argparse
 import datetime
+import os
 import shutil
 import sys
 import time
@@ -18,12 +19,15 @@ import machine
 from logging_cost import logging_cost
 from pipeline import cold, warm
 from report import render
+from reproducible_mode import reproducible_mode
 from scale import SIZES, scale
 from sweep import sweep
 from timing import REPO, SCRATCH
 from training_loop import training_loop
 
-SECTIONS = ("cold", "warm", "logging", "loop", "scale", "sweep")
+from polyfit.runtime import REPRODUCIBLE_MKL
+
+SECTIONS = ("cold", "warm", "logging", "loop", "scale", "cnr", "sweep")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,17 +60,20 @@ def _plan(args) -> dict:
         "logging": lambda: logging_cost(repeats),
         "loop": lambda: training_loop(repeats),
         "scale": lambda: scale(heavy, sizes),
+        "cnr": lambda: reproducible_mode(heavy),
         "sweep": sweep,
     }
     if args.only:
         return {args.only: plan[args.only]}
     if args.quick:
-        del plan["sweep"]
+        del plan["sweep"], plan["cnr"]
     return plan
 
 
 def main() -> None:
     args = _parser().parse_args()
+    for name, value in REPRODUCIBLE_MKL.items():  # what `polyfit` sets, for in-process sections
+        os.environ.setdefault(name, value)
     started_at = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_before, started = machine.load(), time.perf_counter()
     sections = []

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from timing import Row, Section, median, run, spread, verdict
 
+from polyfit.runtime import REPRODUCIBLE_MKL
+
 SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 STEPS, THREADS, DEGREE = 200, 2, 3
 FLOOR_PASSES = 20
@@ -77,11 +79,20 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
 
 
 GRADIENTS = ("autograd", "gram")  # train.gradient
-STAGE_ENV = {"THP_MEM_ALLOC_ENABLE": "1"}  # what `polyfit train` sets before importing torch
-# Changes to the stage's settings, measured at the largest size with autograd.
+# What `polyfit train` sets before importing torch: huge pages, MKL's reproducible mode.
+STAGE_ENV = {"THP_MEM_ALLOC_ENABLE": "1", **REPRODUCIBLE_MKL}
+# Changes to the stage's settings, measured at the largest size: (gradient, args, env).
 VARIANTS = {
-    "torch's default allocator (THP_MEM_ALLOC_ENABLE=0)": ([], {"THP_MEM_ALLOC_ENABLE": "0"}),
-    "fill_uninitialized_memory = False after configure_torch": (["--no-fill"], {}),
+    "autograd, torch's default allocator (THP_MEM_ALLOC_ENABLE=0)": (
+        "autograd",
+        [],
+        {"THP_MEM_ALLOC_ENABLE": "0"},
+    ),
+    "autograd, fill_uninitialized_memory = False after configure_torch": (
+        "autograd",
+        ["--no-fill"],
+        {},
+    ),
 }
 
 
@@ -157,18 +168,21 @@ def scale(repeats: int, sizes=SIZES) -> Section:
     if largest in sizes:
         for gradient in GRADIENTS:
             section.rows += _target_rows(largest, gradient, measured[largest, gradient])
-        for name, variant in VARIANTS.items():
-            v = _measure(largest, "autograd", repeats, variant)
+        for name, (gradient, *variant) in VARIANTS.items():
+            v = _measure(largest, gradient, repeats, variant)
             ratio = median(v["floor_ratio"])
-            value = f"{spread(_ms(v['seconds_per_step']), 'ms', 1)}, {ratio:.1f}x"
-            section.rows.append(Row(f"n={largest:.0e}, autograd, {name}", value))
+            value = f"{spread(_ms(v['seconds_per_step']), 'ms', 2)}, {ratio:.2f}x"
+            section.rows.append(Row(f"n={largest:.0e}, {name}", value))
     section.notes += [
         f"Medians of {repeats} child process(es) per size and gradient, with the range of time "
         "per step; each child warms up (imports, torch._dynamo, first kernels) on 64 points.",
         "Time per step: what the train stage times (building the loss, then polyfit.fit."
         "fit, RMSprop lr 1e-3) / steps, under the stage's settings: polyfit.runtime."
         "configure_torch (deterministic mode, which NaN-fills every new tensor) and "
-        "THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's large buffers), as `polyfit train` sets.",
+        "THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's large buffers) and MKL's reproducible "
+        "mode (polyfit.runtime.REPRODUCIBLE_MKL: MKL_CBWR=COMPATIBLE, SSE2 kernels in MKL), as "
+        "`polyfit train` sets; the variants below show the cost of two of them (the MKL mode "
+        "has its own section).",
         "autograd (the default) is the seed's computation: forward and backward over every "
         "sample, every step. gram sums X^T X, X^T y, y^T y once, chunk by chunk in float64 "
         "(that pass is inside the timing), then every step costs microseconds at any n.",

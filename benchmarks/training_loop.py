@@ -1,6 +1,8 @@
 """Training loop: microseconds per step of polyfit.fit.fit against the seed's bare loop."""
 
+import json
 import math
+import sys
 import time
 
 from seed_loop import seed_loop, seed_model_and_optimizer
@@ -56,7 +58,8 @@ def tuned_loop(model, inputs, target, optimizer, steps: int) -> None:
         optimizer.step()
 
 
-def training_loop(repeats: int) -> Section:
+def _inputs():
+    """The seed's (N, 3) features and target, with train.threads = 1."""
     import torch
 
     from polyfit.data import make_dataset
@@ -64,7 +67,13 @@ def training_loop(repeats: int) -> Section:
 
     torch.set_num_threads(1)  # train.threads in params.yaml
     x, y = make_dataset("sin", -math.pi, math.pi, N_SAMPLES, 0.0, 0)
-    inputs = features(x, 3)  # (N, 3), the seed's x.unsqueeze(-1).pow(p)
+    return features(x, 3), y  # (N, 3), the seed's x.unsqueeze(-1).pow(p)
+
+
+def training_loop(repeats: int) -> Section:
+    import torch
+
+    inputs, y = _inputs()
     kinds = ["seed", "fit", "fit, stage settings", "tuned"]
     for kind in kinds:  # warm-up: torch._dynamo import, first kernels
         _one_run(kind, inputs, y)
@@ -115,5 +124,19 @@ def training_loop(repeats: int) -> Section:
         "'Deterministic mode' is what polyfit.runtime.configure_torch sets in the stages "
         "(torch.set_deterministic_debug_mode('error')), which also fills every new tensor "
         "with NaN (torch.utils.deterministic.fill_uninitialized_memory).",
+        "Every variant runs in MKL's reproducible mode (MKL_CBWR=COMPATIBLE), as `polyfit` "
+        "sets; its cost is measured in its own section.",
     ]
     return section
+
+
+# `python benchmarks/training_loop.py --child N`: median us/step of N runs with the stage's
+# settings, in this process's MKL mode (reproducible_mode.py compares the modes).
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    child_inputs, child_target = _inputs()
+    _one_run("fit, stage settings", child_inputs, child_target)  # warm-up
+    runs = [
+        _one_run("fit, stage settings", child_inputs, child_target)[0]
+        for _ in range(int(sys.argv[2]))
+    ]
+    print(json.dumps({"us_per_step": median(runs)}))

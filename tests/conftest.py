@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from polyfit.runtime import REPRODUCIBLE_MKL
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow
 DEFAULT_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -24,6 +26,10 @@ os.environ.update(
     GIT_COMMITTER_NAME="polyfit tests",
     GIT_COMMITTER_EMAIL="tests@polyfit.invalid",
 )
+# What `polyfit <command>` sets before torch loads, so tests that train in-process compute the
+# same bytes as the stages (read at MKL's first call, which comes after this).
+for _name, _value in REPRODUCIBLE_MKL.items():
+    os.environ.setdefault(_name, _value)
 
 
 def default_params() -> dict:

@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,11 +24,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def closed_port():
-    """A loopback port that is bound but not listening: connections are refused at once."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        yield holder.getsockname()[1]
+def hanging_up_server():
+    """A loopback port that accepts each connection, reads the request and hangs up without an
+    answer. Yields (port, connections): connections[0] counts the requests made so far."""
+    connections = [0]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+
+        def serve():
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:  # the listener was closed: the block is over
+                    return
+                with connection:
+                    connections[0] += 1
+                    connection.recv(65536)
+
+        threading.Thread(target=serve, daemon=True).start()
+        yield listener.getsockname()[1], connections
+        listener.shutdown(socket.SHUT_RDWR)
 
 
 @contextlib.contextmanager

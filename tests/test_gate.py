@@ -4,9 +4,17 @@ import json
 import math
 
 import pytest
-from conftest import polyfit, run, small_params, write_params
+import torch
+from conftest import default_params, make_project, polyfit, run, small_params, write_params
 
+from polyfit.data import TARGET_FUNCTIONS, make_dataset
+from polyfit.fit import build_optimizer, fit, make_objective
 from polyfit.gate import Rule, judge
+from polyfit.loss_metrics import train_metrics
+from polyfit.model import build_model, features
+from polyfit.params import flatten, validate_params
+from polyfit.runtime import configure_torch
+from polyfit.scoring import score
 
 LOWER = Rule(better="lower", abs=0.0, rel=0.25)
 
@@ -48,7 +56,7 @@ def test_unchanged_metrics_pass_and_report_is_written(project):
     report = (project / "report.md").read_text()
     assert report == done.stdout
     assert "| metric | baseline | current | change | rule | verdict |" in report
-    assert "all 4 gated metrics hold" in report
+    assert "all 5 gated metrics hold" in report
 
 
 def test_change_within_tolerance_passes(project):
@@ -88,7 +96,7 @@ def test_a_worse_model_fails_the_gate_and_shows_the_params_that_differ(project):
     assert repro.returncode == 0, repro.stdout + repro.stderr
     done = polyfit("gate", "--baseline", "HEAD", cwd=project)
     assert done.returncode == 1
-    assert "metrics/train.json: final_loss" in done.stdout.split("Result:")[1]
+    assert "metrics/train.json: tail_mean_loss" in done.stdout.split("Result:")[1]
     assert "| train.steps | 2000 | 100 |" in done.stdout
 
 
@@ -117,3 +125,84 @@ def test_usage_errors_exit_2_with_one_line(project, setup, message):
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert message in done.stderr
+
+
+# --- gate.yaml's tolerances against real training: other rounding passes, regressions fail ---
+
+
+def l1_loss(prediction, target):
+    return torch.nn.functional.l1_loss(prediction, target, reduction="sum")
+
+
+def shifted_target_loss(prediction, target):  # an off-by-one: each x paired with its neighbour's y
+    return torch.nn.functional.mse_loss(prediction, target.roll(1), reduction="sum")
+
+
+def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict:
+    """{file: metrics} as the train and evaluate stages compute them, on the default params."""
+    params = validate_params(default_params())
+    data, train = params.data, params.train
+    x, y = make_dataset(**data.model_dump())
+    configure_torch(train.threads, train.seed)
+    model = build_model(params.model.degree)
+    optimizer = build_optimizer("RMSprop", model.parameters(), lr, train.optimizer_options())
+    if loss is None:
+        objective = make_objective(gradient, model, x, y, params.model.degree)
+    else:  # the seed's step with another loss function
+        inputs = features(x, params.model.degree)
+
+        def objective():
+            model.zero_grad(set_to_none=True)
+            value = loss(model(inputs), y)
+            value.backward()
+            return value.detach()
+
+    history = fit(objective, optimizer, steps, train.log_every, train.divergence_factor)
+    grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)
+    grid_y = TARGET_FUNCTIONS[data.target](grid_x.double())
+    scores = score(model, x, y, grid_x, grid_y, params.model.degree)
+    return {"train.json": train_metrics(history.tolist()), "eval.json": flatten(scores)}
+
+
+@pytest.fixture(scope="module")
+def baseline_project(tmp_path_factory):
+    """A scratch repo whose HEAD holds the metrics of the default training, made here."""
+    project = make_project(tmp_path_factory.mktemp("gate") / "project")
+    for file, metrics in trained_metrics().items():
+        (project / "metrics" / file).write_text(json.dumps(metrics))
+    run(["git", "commit", "-qam", "baseline metrics"], project)
+    return project
+
+
+def gate_against_baseline(project, metrics: dict):
+    for file, values in metrics.items():
+        (project / "metrics" / file).write_text(json.dumps(values))
+    return polyfit("gate", "--baseline", "HEAD", cwd=project)
+
+
+def test_the_same_training_with_other_rounding_passes(baseline_project):
+    """gram sums in float64: other rounding, so RMSprop circles out of phase, as on another CPU."""
+    other = trained_metrics(gradient="gram")
+    done = gate_against_baseline(baseline_project, other)
+    assert done.returncode == 0, done.stdout
+    baseline = json.loads(run(["git", "show", "HEAD:metrics/eval.json"], baseline_project).stdout)
+    assert other["eval.json"]["train_set.mse"] != baseline["train_set.mse"]  # not a no-op
+
+
+@pytest.mark.parametrize(
+    ("change", "failing"),
+    [
+        ({"steps": 1500}, ["metrics/eval.json: coef_max_abs_diff", "train.json: tail_mean_loss"]),
+        ({"lr": 2e-3}, ["metrics/eval.json: train_set.mse", "train.json: tail_mean_loss"]),
+        ({"lr": 5e-4}, ["metrics/eval.json: train_set.mse", "train.json: tail_mean_loss"]),
+        ({"loss": l1_loss}, ["metrics/eval.json: gap_to_optimum", "train.json: tail_mean_loss"]),
+        ({"loss": shifted_target_loss}, ["metrics/eval.json: coef_max_abs_diff"]),
+    ],
+    ids=["fewer-steps", "lr-too-high", "lr-too-low", "l1-loss", "target-off-by-one"],
+)
+def test_a_real_regression_fails_the_gate(baseline_project, change, failing):
+    done = gate_against_baseline(baseline_project, trained_metrics(**change))
+    assert done.returncode == 1, done.stdout
+    verdict = done.stdout.split("regression(s): ")[1].splitlines()[0]
+    for metric in failing:
+        assert metric in verdict

@@ -11,6 +11,7 @@ import os
 import sys
 
 from polyfit.errors import PolyfitError
+from polyfit.runtime import REPRODUCIBLE_MKL
 
 TOOLS = {
     "gate": "gate",
@@ -93,9 +94,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Read when torch loads or first allocates, so set before any command imports torch;
+    # setdefault, so a value the user exported wins.
     # Transparent huge pages for torch's CPU allocator: a 1e7-point step runs ~35% faster.
-    # Read when torch first allocates, so it must be set before any command imports torch.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # MKL's reproducible mode: the same bytes on every x86-64 CPU with AVX2 (see runtime.py).
+    for name, value in REPRODUCIBLE_MKL.items():
+        os.environ.setdefault(name, value)
     try:
         _run(_parser().parse_args(argv))
     finally:

@@ -1,12 +1,21 @@
-"""Make torch deterministic and sized from params before any tensor work."""
+"""Make torch deterministic and sized from params before any tensor work.
 
-import torch
+Imports torch only inside configure_torch, so the CLI can read REPRODUCIBLE_MKL for free.
+"""
+
+# MKL's conditional numerical reproducibility, set by the CLI before torch loads: the same
+# kernels and summation order on every x86-64 CPU, Intel or AMD, AVX2 or AVX-512. COMPATIBLE,
+# not AVX2: MKL_CBWR=AVX2 holds on Intel CPUs only (elsewhere MKL falls back to its own
+# dispatch). CNR also needs a fixed thread count: train.threads, and no dynamic adjustment.
+REPRODUCIBLE_MKL = {"MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE"}
 
 
 def configure_torch(threads: int | None = None, seed: int | None = None) -> None:
     """Deterministic kernels, plus a fixed thread count and seeded RNG where a stage uses them."""
+    import torch
+
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # also MKL's thread count
     # Same as use_deterministic_algorithms(True), which also imports torch._inductor (~1.3 s).
     torch.set_deterministic_debug_mode("error")
     # That mode also NaN-fills every new tensor, a debugging aid against kernels that read memory

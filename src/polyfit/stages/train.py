@@ -7,6 +7,7 @@ functions it runs take params and return plain values.
 import time
 
 from polyfit import compute, files, paths, tracking
+from polyfit.loss_metrics import train_metrics
 from polyfit.params import Params, flatten, load_params
 
 
@@ -69,7 +70,7 @@ def main() -> None:
             run.log_inputs(dataset, "training")
             trained = torch_side.submit(train_model, params).result()
             loss_history, model_bytes = trained["loss_history"], trained["model_bytes"]
-            result = {"final_loss": loss_history[-1], "steps": len(loss_history)}
+            result = train_metrics(loss_history)  # final_loss, steps, tail_mean_loss
             files.write_atomic(paths.MODEL, model_bytes)
             files.write_json(paths.TRAIN_METRICS, result)
             steps = range(len(loss_history))

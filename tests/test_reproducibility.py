@@ -1,0 +1,69 @@
+"""The same bytes on any x86-64 CPU with AVX2: the stages under every code path one machine can
+force (MKL's instruction set, ATen's vector kernels) write identical data, model and metrics."""
+
+from pathlib import Path
+
+import pytest
+from conftest import clean_env, default_params, polyfit, write_params
+
+from polyfit import paths
+from polyfit.runtime import REPRODUCIBLE_MKL
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = [
+    paths.DATASET,
+    paths.MODEL,
+    paths.TRAIN_METRICS,
+    paths.EVAL_METRICS,
+    paths.LOSS_CURVE,
+    paths.FIT_CURVE,
+]
+# Stand-ins for other CPUs: each forces kernels this machine would not pick by itself.
+CODE_PATHS = {
+    "default": {},
+    "MKL AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "ATen avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "ATen avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
+    "MKL AVX2, ATen avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+}
+
+
+def has_avx512() -> bool:
+    return " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+
+
+def outputs_under(folder: Path, **forced: str) -> dict[str, bytes]:
+    """Run generate, train and evaluate in `folder` with `forced` in the environment."""
+    folder.mkdir()
+    (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    write_params(folder, default_params())
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}", **forced)
+    for name in REPRODUCIBLE_MKL.keys() - forced.keys():  # the CLI must set these itself
+        env.pop(name, None)
+    for stage in ("generate", "train", "evaluate"):
+        done = polyfit(stage, cwd=folder, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return {str(path): (folder / path).read_bytes() for path in OUTPUTS}
+
+
+def test_every_forced_code_path_writes_the_same_bytes(tmp_path):
+    results = {
+        name: outputs_under(tmp_path / str(i), **forced)
+        for i, (name, forced) in enumerate(CODE_PATHS.items())
+    }
+    reference = results["default"]
+    for name, outputs in results.items():
+        different = [path for path in OUTPUTS if outputs[str(path)] != reference[str(path)]]
+        assert different == [], f"{name}: {different} differ from the default code path"
+
+
+@pytest.mark.skipif(not has_avx512(), reason="forcing AVX2 changes MKL's kernels on AVX-512 only")
+def test_without_the_reproducible_mode_the_forced_paths_differ(tmp_path):
+    """The control: the forcing reaches MKL, and a value the user exported wins over the CLI's."""
+    off = {"MKL_CBWR": "OFF"}
+    native = outputs_under(tmp_path / "native", **off)
+    avx2 = outputs_under(tmp_path / "avx2", **off, MKL_ENABLE_INSTRUCTIONS="AVX2")
+    assert native[str(paths.DATASET)] == avx2[str(paths.DATASET)]  # no MKL in making the data
+    assert native[str(paths.MODEL)] != avx2[str(paths.MODEL)]
+    assert native[str(paths.TRAIN_METRICS)] != avx2[str(paths.TRAIN_METRICS)]
