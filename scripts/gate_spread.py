@@ -43,7 +43,7 @@ def child(seed: int) -> dict:
     import torch
 
     from polyfit.data import TARGET_FUNCTIONS, make_dataset
-    from polyfit.fit import build_optimizer, fit, make_objective
+    from polyfit.fit import build_optimizer, fit, make_loss
     from polyfit.loss_metrics import train_metrics
     from polyfit.model import build_model
     from polyfit.params import flatten, load_params
@@ -59,7 +59,7 @@ def child(seed: int) -> dict:
     optimizer = build_optimizer(
         train.optimizer, model.parameters(), train.lr, train.optimizer_options()
     )
-    objective = make_objective(train.gradient, model, x, y, degree)
+    objective = make_loss(train.gradient, model, x, y, degree)
     history = fit(objective, optimizer, train.steps, train.log_every, train.divergence_factor)
     grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)
     grid_y = TARGET_FUNCTIONS[data.target](grid_x.double())

@@ -24,6 +24,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def closed_port():
+    """A loopback port that is bound but not listening: connections are refused at once."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
+
+
+@contextlib.contextmanager
 def hanging_up_server():
     """A loopback port that accepts each connection, reads the request and hangs up without an
     answer. Yields (port, connections): connections[0] counts the requests made so far."""

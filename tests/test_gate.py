@@ -8,7 +8,7 @@ import torch
 from conftest import default_params, make_project, polyfit, run, small_params, write_params
 
 from polyfit.data import TARGET_FUNCTIONS, make_dataset
-from polyfit.fit import build_optimizer, fit, make_objective
+from polyfit.fit import build_optimizer, fit, make_loss
 from polyfit.gate import Rule, judge
 from polyfit.loss_metrics import train_metrics
 from polyfit.model import build_model, features
@@ -147,7 +147,7 @@ def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict
     model = build_model(params.model.degree)
     optimizer = build_optimizer("RMSprop", model.parameters(), lr, train.optimizer_options())
     if loss is None:
-        objective = make_objective(gradient, model, x, y, params.model.degree)
+        objective = make_loss(gradient, model, x, y, params.model.degree)
     else:  # the seed's step with another loss function
         inputs = features(x, params.model.degree)
 

@@ -75,7 +75,7 @@ def main() -> None:
             files.write_json(paths.TRAIN_METRICS, result)
             steps = range(len(loss_history))
             files.write_csv(paths.LOSS_CURVE, {"step": steps, "loss": loss_history})
-            log_model(run, params, trained, result, dataset)
+            log_to_mlflow(run, params, trained, result, dataset)
 
 
 def logged_params(params: Params) -> dict:
@@ -87,7 +87,7 @@ def logged_params(params: Params) -> dict:
     ) | flatten({"train": {"options": options}})
 
 
-def log_model(run, params: Params, trained: dict, result: dict, dataset) -> None:
+def log_to_mlflow(run, params: Params, trained: dict, result: dict, dataset) -> None:
     """Mirror the outputs into MLflow: the loss curve, the LoggedModel, a registry version."""
     from polyfit import logged_model, registry
 
