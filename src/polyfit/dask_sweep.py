@@ -41,9 +41,8 @@ def connect(address: str):
         raise PolyfitError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
 
 
-def run(named: dict[str, list[str]], address: str) -> list[Result]:
-    """Submit one task per configuration and collect every result, failed ones included."""
-    commit = check_workspace()
+def run(named: dict[str, list[str]], address: str, commit: str) -> list[Result]:
+    """Submit one task per configuration of `commit` and collect every result, failed ones too."""
     client = connect(address)
     from distributed import wait
 
@@ -95,7 +94,8 @@ def _result(future, name: str, named: dict[str, list[str]]) -> Result:
 def _report(client, results: list[Result], total: int, latest: Result | None = None) -> None:
     failed = sum(not r.ok for r in results)
     try:
-        running = sum(len(keys) for keys in client.processing().values())
+        # Tasks assigned to a worker; each worker runs one at a time, the rest wait there.
+        running = sum(bool(keys) for keys in client.processing().values())
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
     except Exception:  # a progress line is not worth failing the sweep for
         running, workers = 0, 0

@@ -128,14 +128,16 @@ def main(args) -> None:
     configurations = expand(groups)
     named = {experiment_name(args.name, c): c for c in configurations}
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
     if scheduler:
         from polyfit import dask_sweep
 
-        results = dask_sweep.run(named, scheduler)
+        commit = dask_sweep.check_workspace()  # refuse before anything is printed or sent
+        print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
+        results = dask_sweep.run(named, scheduler, commit)
     else:
         from polyfit import local_sweep
 
+        print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
         results = local_sweep.run(named, args.jobs)
     print(table(results))
     failed = [r for r in results if not r.ok]

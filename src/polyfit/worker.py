@@ -21,7 +21,8 @@ def command(address: str, host: str | None) -> list[str]:
     args = [sys.executable, "-m", "dask", "worker", address]
     args += ["--nthreads", "1", "--nworkers", "1", "--resources", "polyfit=1"]
     args += ["--name", worker_label(), "--no-dashboard"]
-    return args + (["--host", host] if host else [])
+    # Dask's HTTP server (health, metrics) binds every interface unless told otherwise.
+    return args + (["--host", host, "--dashboard-address", f"{host}:0"] if host else [])
 
 
 def check_clone(clone: Path) -> None:
