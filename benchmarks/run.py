@@ -19,17 +19,18 @@ from logging_cost import logging_cost
 from pipeline import cold, warm
 from report import render
 from scale import SIZES, scale
+from scale_out import scale_out
 from sweep import sweep
 from timing import REPO, SCRATCH
 from training_loop import training_loop
 
-SECTIONS = ("cold", "warm", "logging", "loop", "scale", "sweep")
+SECTIONS = ("cold", "warm", "logging", "loop", "scale", "sweep", "scale-out")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmark polyfit and write BENCHMARKS.md.")
     parser.add_argument(
-        "--quick", action="store_true", help="1 repeat, scale up to 1e6, skip the sweep"
+        "--quick", action="store_true", help="1 repeat, scale up to 1e6, skip the sweeps"
     )
     parser.add_argument("--only", choices=SECTIONS, help="run this section only")
     parser.add_argument(
@@ -57,11 +58,12 @@ def _plan(args) -> dict:
         "loop": lambda: training_loop(repeats),
         "scale": lambda: scale(heavy, sizes),
         "sweep": sweep,
+        "scale-out": scale_out,
     }
     if args.only:
         return {args.only: plan[args.only]}
     if args.quick:
-        del plan["sweep"]
+        del plan["sweep"], plan["scale-out"]
     return plan
 
 
