@@ -124,7 +124,7 @@ def test_local_sweep_runs_every_configuration_and_names_the_failed_one(tmp_path)
     assert len(rows) == 3
     diverged = experiment_name("loc", ["train.optimizer=SGD", "train.lr=1.0"])
     assert rows[-1].startswith(f"| {diverged} |") and "failed" in rows[-1]
-    assert f"polyfit sweep: {diverged} " in done.stderr
+    assert f"polyfit sweep: error: {diverged} failed (" in done.stderr
     assert "non-finite" in done.stderr
     assert "sweep: 3/3 done, 0 running, 1 failed" in done.stderr
 

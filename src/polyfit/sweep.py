@@ -142,7 +142,8 @@ def main(args) -> None:
     print(table(results))
     failed = [r for r in results if not r.ok]
     for r in failed:
-        print(f"polyfit sweep: {r.name} ({' '.join(r.overrides)}): {r.reason}", file=sys.stderr)
+        line = f"polyfit sweep: error: {r.name} failed ({' '.join(r.overrides)}): {r.reason}"
+        print(line, file=sys.stderr)
     if failed:
         sys.exit(1)
 
