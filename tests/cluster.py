@@ -86,14 +86,14 @@ def s3_keys(url: str, prefix: str) -> list[str]:
 
 @contextlib.contextmanager
 def dask_scheduler(folder: Path):
-    """`dask scheduler` on a free loopback port (its HTTP server too); yields its address."""
+    """`dask scheduler` on a free loopback port (its HTTP server too); yields (address, process)."""
     port = free_port()
     args = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
     log = folder / "scheduler.log"
     with background(args, log) as scheduler:
         wait_for_port(port, scheduler, log)
-        yield f"tcp://127.0.0.1:{port}"
+        yield f"tcp://127.0.0.1:{port}", scheduler
 
 
 def git(args: list[str], cwd: Path) -> str:
@@ -124,6 +124,19 @@ def polyfit_worker(origin: Path, clone: Path, scheduler: str, env: dict):
     log = clone.parent / f"{clone.name}.log"
     with background(args, log, cwd=clone, env=env) as worker:
         yield worker
+
+
+def listening_hosts(pid: int) -> set[str]:
+    """The addresses that a process and its descendants listen on."""
+    import psutil
+
+    root = psutil.Process(pid)
+    hosts = set()
+    for process in [root, *root.children(recursive=True)]:
+        for connection in process.net_connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN:
+                hosts.add(connection.laddr.ip)
+    return hosts
 
 
 def wait_for_workers(scheduler: str, count: int, timeout: float = 120) -> None:

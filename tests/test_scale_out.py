@@ -19,6 +19,7 @@ from cluster import (
     BUCKET,
     dask_scheduler,
     git,
+    listening_hosts,
     moto_s3,
     origin_with_project,
     polyfit_worker,
@@ -111,7 +112,7 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
         )
         project = origin_with_project(tmp_path, params, s3)
         origin = tmp_path / "origin.git"
-        scheduler = stack.enter_context(dask_scheduler(tmp_path))
+        scheduler, scheduler_process = stack.enter_context(dask_scheduler(tmp_path))
         worker_env = clean_env(MLFLOW_TRACKING_URI=url, **AWS_ENV)
         clones = [tmp_path / "worker-a", tmp_path / "worker-b"]
         workers = {
@@ -119,6 +120,8 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
             for clone in clones
         }
         wait_for_workers(scheduler, 2)
+        for process in [scheduler_process, *workers.values()]:
+            assert listening_hosts(process.pid) == {"127.0.0.1"}  # RPC and HTTP alike
 
         with open(tmp_path / "sweep.out", "w") as out, open(tmp_path / "sweep.err", "w") as err:
             sweep = subprocess.Popen(
