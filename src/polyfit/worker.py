@@ -20,7 +20,7 @@ def command(address: str, host: str | None) -> list[str]:
     """The `dask worker` command line."""
     args = [sys.executable, "-m", "dask", "worker", address]
     args += ["--nthreads", "1", "--nworkers", "1", "--resources", "polyfit=1"]
-    args += ["--name", worker_label(), "--no-dashboard"]
+    args += ["--name", worker_label(), "--no-dashboard", "--preload", "polyfit.sweep_task"]
     # Dask's HTTP server (health, metrics) binds every interface unless told otherwise.
     return args + (["--host", host, "--dashboard-address", f"{host}:0"] if host else [])
 
@@ -40,6 +40,8 @@ def main(args) -> None:
     clone = Path.cwd().resolve()
     check_clone(clone)
     os.environ[CLONE_VARIABLE] = str(clone)
+    # Dask samples every thread's stack every 10 ms for its dashboard, which we turn off anyway.
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "False")
     argv = command(address, args.host)
     print(f"polyfit worker: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     os.execv(sys.executable, argv)
