@@ -40,7 +40,7 @@ test: lint ## lint, then every test (unit and end-to-end)
 gate: install ## compare workspace metrics with HEAD by the rules in gate.yaml
 	polyfit gate --baseline HEAD
 
-sweep: install ## queue the optimizer comparison in sweep.sh and run it on 2 workers
+sweep: install ## the optimizer comparison in sweep.sh: polyfit sweep on 2 local workers
 	bash sweep.sh
 
 ui: install ## open the MLflow UI on the comparison of train runs (prints the URL; 127.0.0.1 only)

@@ -21,19 +21,20 @@ from pipeline import cold, warm
 from report import render
 from reproducible_mode import reproducible_mode
 from scale import SIZES, scale
+from scale_out import scale_out
 from sweep import sweep
 from timing import REPO, SCRATCH
 from training_loop import training_loop
 
 from polyfit.runtime import REPRODUCIBLE_MKL
 
-SECTIONS = ("cold", "warm", "logging", "loop", "scale", "cnr", "sweep")
+SECTIONS = ("cold", "warm", "logging", "loop", "scale", "cnr", "sweep", "scale-out")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmark polyfit and write BENCHMARKS.md.")
     parser.add_argument(
-        "--quick", action="store_true", help="1 repeat, scale up to 1e6, skip the sweep"
+        "--quick", action="store_true", help="1 repeat, scale up to 1e6, skip the sweeps"
     )
     parser.add_argument("--only", choices=SECTIONS, help="run this section only")
     parser.add_argument(
@@ -62,11 +63,12 @@ def _plan(args) -> dict:
         "scale": lambda: scale(heavy, sizes),
         "cnr": lambda: reproducible_mode(heavy),
         "sweep": sweep,
+        "scale-out": scale_out,
     }
     if args.only:
         return {args.only: plan[args.only]}
     if args.quick:
-        del plan["sweep"], plan["cnr"]
+        del plan["sweep"], plan["cnr"], plan["scale-out"]
     return plan
 
 

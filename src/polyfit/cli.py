@@ -20,6 +20,8 @@ TOOLS = {
     "runs": "runs",
     "serve": "serve",
     "ui": "ui",
+    "sweep": "sweep",
+    "worker": "worker",
 }
 STAGES = {
     "generate": "make the dataset from params.data (DVC stage)",
@@ -90,7 +92,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port to listen on (5000)")
+    _add_sweep(commands)
     return parser
+
+
+def _add_sweep(commands) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="one DVC experiment per configuration of a grid, locally or on a Dask cluster",
+        description="Expand -S overrides as `dvc exp run -S` does (a,b lists, choice(), "
+        "range()) and run one experiment per configuration: on the local DVC queue, or with "
+        "--scheduler on `polyfit worker`s. Prints a table, best first. Exit 0: all succeeded; "
+        "1: some failed; 2: usage error.",
+    )
+    sweep.add_argument(
+        "-S",
+        "--set-param",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUES",
+        help="a param and its values, e.g. train.lr=1e-3,1e-2 (repeat for a grid)",
+    )
+    sweep.add_argument(
+        "--also",
+        dest="overrides",
+        action="append_const",
+        const=None,
+        help="start another grid: the -S after it form their own configurations",
+    )
+    sweep.add_argument("--name", default="sweep", help="experiment name prefix (sweep)")
+    sweep.add_argument(
+        "-j", "--jobs", type=int, default=1, help="local queue workers (default 1, as DVC)"
+    )
+    sweep.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler tcp://HOST:PORT (default: DASK_SCHEDULER_ADDRESS, else local)",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="run sweep configurations from a Dask scheduler in this clone",
+        description="Start a Dask worker bound to this clone: one configuration at a time, "
+        "pushed to git remote origin and the DVC remote, tracked to MLFLOW_TRACKING_URI.",
+    )
+    worker.add_argument("address", nargs="?", help="tcp://HOST:PORT (DASK_SCHEDULER_ADDRESS)")
+    worker.add_argument("--host", help="address to listen on (default: Dask picks)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,113 @@
+"""One configuration of a Dask sweep, run by `polyfit worker` in the clone it was started in.
+
+Fetch the submitting commit from `origin`, check it out, `dvc exp run --temp` the configuration,
+then `dvc exp push --force origin NAME`: the experiment's git ref to origin and its outputs to
+the DVC remote. The name depends only on the configuration, so a task that Dask reruns after its
+worker died pushes under the same name, overwriting whatever the dead attempt left.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from polyfit.sweep import Result, error_line, experiment_ref, git, read_result
+
+CLONE_VARIABLE = "POLYFIT_WORKER_CLONE"  # set by `polyfit worker`
+
+
+def dask_setup(worker) -> None:
+    """Run by `dask worker --preload`: import MLflow (~3 s) before the first task needs it."""
+    threading.Thread(target=_import_mlflow, daemon=True).start()
+
+
+def _import_mlflow() -> None:
+    from mlflow.tracking import MlflowClient  # noqa: F401
+
+
+def clone_dir() -> str:
+    return os.environ.get(CLONE_VARIABLE) or os.getcwd()
+
+
+def worker_label() -> str:
+    """host:clone, the `worker` column of the sweep's table."""
+    return f"{socket.gethostname()}:{clone_dir()}"
+
+
+def run_configuration(commit: str, name: str, overrides: list[str]) -> Result:
+    """Run and push one experiment; failures are results (with a reason), not exceptions."""
+    clone = clone_dir()
+    failure = _checkout(commit, clone)
+    if failure is None:
+        failure = _end_lost_runs(name, clone) or _run_and_push(commit, name, overrides, clone)
+    result = (
+        Result(name, overrides, False, failure)
+        if failure
+        else read_result(commit, name, overrides, clone)
+    )
+    result.worker = worker_label()
+    return result
+
+
+def _checkout(commit: str, clone: str) -> str | None:
+    """Put the clone's workspace on `commit`; why not, or None."""
+    fetched = git("fetch", "--quiet", "origin", cwd=clone)
+    if fetched.returncode != 0:
+        return f"git fetch origin in {clone}: {error_line(fetched.stderr)}"
+    checkout = git("checkout", "--quiet", "--detach", commit, cwd=clone)
+    if checkout.returncode != 0:
+        return f"git checkout {commit[:12]} in {clone}: {error_line(checkout.stderr)}"
+    return None
+
+
+def _run_and_push(commit: str, name: str, overrides: list[str], clone: str) -> str | None:
+    """`dvc exp run --temp` then `dvc exp push`; the error line if either fails, else None."""
+    git("update-ref", "-d", experiment_ref(commit, name), cwd=clone)  # an earlier attempt's
+    settings = [arg for override in overrides for arg in ("-S", override)]
+    for command in (
+        ["dvc", "exp", "run", "--temp", "--name", name, *settings],
+        ["dvc", "exp", "push", "--force", "origin", name],
+    ):
+        done = subprocess.run(command, cwd=clone, capture_output=True, text=True, env=_env())
+        if done.returncode != 0:
+            return f"{' '.join(command[:3])}: {error_line(done.stdout + done.stderr)}"
+    return None
+
+
+def _env() -> dict:
+    """The worker's environment (tracking URI, credentials), its venv first on PATH: the
+    stages run `python -m polyfit`, which must be the clone's install."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _end_lost_runs(name: str, clone: str) -> str | None:
+    """Mark KILLED the runs an earlier attempt at `name` left RUNNING when its worker died.
+
+    One task at a time runs a name, so any run of it still RUNNING now belongs to a lost attempt.
+    Returns why the store could not be read, or None.
+    """
+    from polyfit import tracking
+    from polyfit.errors import PolyfitError
+    from polyfit.params import load_params
+
+    here = os.getcwd()
+    os.chdir(clone)  # the store and params of the clone (one task at a time per worker)
+    try:
+        client, experiment_id = tracking.connect(load_params(Path("params.yaml")).mlflow.experiment)
+        found = client.search_runs(
+            [experiment_id], f"tags.dvc_exp = '{name}' and attributes.status = 'RUNNING'"
+        )
+        for run in found:
+            tags = run.data.tags
+            lost = f"{tags.get('host', '?')} (pid {tags.get('pid', '?')})"
+            reason = f"worker {lost} lost; {name} rerun on {worker_label()}"
+            tracking.end_run(client, run.info.run_id, "KILLED", reason)
+        return None
+    except PolyfitError as error:
+        return f"MLflow: {error}"
+    finally:
+        os.chdir(here)

@@ -1,0 +1,141 @@
+"""`polyfit sweep` and `polyfit worker`: the grid, the guards, and the local DVC queue path."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import clean_env, make_project, polyfit, run, small_params
+from servers import closed_port
+
+from polyfit.sweep import expand, experiment_name
+
+
+def test_grid_uses_the_syntax_of_dvc_exp_run_s():
+    grid = expand(
+        [
+            [
+                "train.lr=1e-3,1e-2",
+                "train.optimizer=choice(SGD,Adam)",
+                "train.steps=range(100,300,100)",
+            ]
+        ]
+    )
+    assert len(grid) == 8
+    assert grid[0] == ["train.lr=0.001", "train.optimizer=SGD", "train.steps=100"]
+    assert grid[-1] == ["train.lr=0.01", "train.optimizer=Adam", "train.steps=200"]
+    assert len({tuple(c) for c in grid}) == 8
+
+
+def test_also_joins_grids_and_drops_repeats():
+    grid = expand(
+        [["train.optimizer=SGD", "train.lr=1e-6"], ["train.lr=1e-3,2e-3"], ["train.lr=2e-3"]]
+    )
+    assert grid == [
+        ["train.optimizer=SGD", "train.lr=1e-06"],
+        ["train.lr=0.001"],
+        ["train.lr=0.002"],
+    ]
+
+
+def test_names_depend_on_the_configuration_only():
+    first = experiment_name("sweep", ["train.lr=0.001", "train.optimizer=SGD"])
+    assert first == experiment_name("sweep", ["train.optimizer=SGD", "train.lr=0.001"])
+    assert first != experiment_name("sweep", ["train.lr=0.002", "train.optimizer=SGD"])
+    assert first.startswith("sweep-") and len(first) == len("sweep-") + 7
+
+
+def test_bad_grid_is_one_line_exit_2(tmp_path):
+    done = polyfit("sweep", "-S", "train.lr=choice(", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("polyfit sweep: error: bad -S")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_help_imports_no_torch_mlflow_or_dask(tmp_path):
+    done = run([sys.executable, "-X", "importtime", "-m", "polyfit", "sweep", "--help"], tmp_path)
+    assert done.returncode == 0
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines()}
+    assert not imported & {"torch", "mlflow", "dask", "distributed", "dvc"}
+
+
+def _git(project, *args):
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+def test_dask_sweep_refuses_unpushed_or_uncommitted_work(tmp_path):
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    project = make_project(tmp_path / "project", small_params())
+    _git(project, "remote", "add", "origin", str(origin))
+    scheduler = "tcp://127.0.0.1:9"  # never contacted: the workspace is refused first
+
+    unpushed = polyfit("sweep", "--scheduler", scheduler, "-S", "train.lr=1e-3", cwd=project)
+    assert unpushed.returncode == 2
+    assert "is not on origin: push it first" in unpushed.stderr
+    assert len(unpushed.stderr.strip().splitlines()) == 1
+
+    _git(project, "push", "-q", "origin", "main")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "\n")
+    env = clean_env(DASK_SCHEDULER_ADDRESS=scheduler)
+    dirty = polyfit("sweep", "-S", "train.lr=1e-3", cwd=project, env=env)
+    assert dirty.returncode == 2
+    assert "uncommitted changes to tracked files" in dirty.stderr
+    assert len(dirty.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path):
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    project = make_project(tmp_path / "project", small_params())
+    _git(project, "remote", "add", "origin", str(origin))
+    _git(project, "push", "-q", "origin", "main")
+    with closed_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+        done = polyfit("sweep", "--scheduler", address, "-S", "train.lr=1e-3", cwd=project)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"polyfit sweep: error: cannot reach the Dask scheduler at {address}")
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_refuses_a_folder_that_is_not_a_clone(tmp_path):
+    done = polyfit("worker", "tcp://127.0.0.1:9", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"polyfit worker: error: {tmp_path} is not a polyfit clone (no dvc.yaml): "
+        "start the worker there"
+    )
+
+
+@pytest.mark.slow
+def test_local_sweep_runs_every_configuration_and_names_the_failed_one(tmp_path):
+    project = make_project(tmp_path / "project", small_params())
+    args = ["sweep", "-j", "2", "--name", "loc", "-S", "train.lr=1e-3,2e-3"]
+    args += ["--also", "-S", "train.optimizer=SGD", "-S", "train.lr=1.0"]  # diverges
+    try:
+        done = polyfit(*args, cwd=project, timeout=900)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], project)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| loc-")]
+    assert len(rows) == 3
+    diverged = experiment_name("loc", ["train.optimizer=SGD", "train.lr=1.0"])
+    assert rows[-1].startswith(f"| {diverged} |") and "failed" in rows[-1]
+    assert f"polyfit sweep: error: {diverged} failed (" in done.stderr
+    assert "non-finite" in done.stderr
+    assert "sweep: 3/3 done, 0 running, 1 failed" in done.stderr
+
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    for lr in ("0.001", "0.002"):
+        name = experiment_name("loc", [f"train.lr={lr}"])
+        ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+        train = run(["git", "show", f"{ref}:metrics/train.json"], project)
+        assert train.returncode == 0, f"no experiment {name}"
+        row = next(r for r in rows if r.startswith(f"| {name} |"))
+        final_loss = float(row.split("|")[3])
+        import json
+
+        assert final_loss == pytest.approx(json.loads(train.stdout)["final_loss"], rel=1e-5)
