@@ -13,11 +13,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from polyfit import paths
 from polyfit.runtime import REPRODUCIBLE_MKL
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow
 DEFAULT_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+# What `dvc repro` writes besides dvc.lock, as dvc.yaml declares it.
+OUTPUTS = [
+    paths.DATASET,
+    paths.MODEL,
+    paths.TRAIN_METRICS,
+    paths.EVAL_METRICS,
+    paths.LOSS_CURVE,
+    paths.FIT_CURVE,
+]
 
 # Commits made by `git` and `dvc exp` in scratch repos need an identity, whatever the machine.
 os.environ.update(

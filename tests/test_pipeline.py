@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, default_params, mlflow_client, polyfit, run, runs_of, write_params
+from conftest import (
+    OUTPUTS,
+    REPO,
+    default_params,
+    mlflow_client,
+    polyfit,
+    run,
+    runs_of,
+    write_params,
+)
 
 from polyfit import paths
 from polyfit.files import sha256
-
-OUTPUTS = [
-    paths.DATASET,
-    paths.MODEL,
-    paths.TRAIN_METRICS,
-    paths.EVAL_METRICS,
-    paths.LOSS_CURVE,
-    paths.FIT_CURVE,
-]
 
 pytestmark = pytest.mark.slow
 

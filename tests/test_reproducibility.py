@@ -4,21 +4,13 @@ force (MKL's instruction set, ATen's vector kernels) write identical data, model
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, default_params, polyfit, write_params
+from conftest import OUTPUTS, clean_env, default_params, polyfit, write_params
 
 from polyfit import paths
 from polyfit.runtime import REPRODUCIBLE_MKL
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = [
-    paths.DATASET,
-    paths.MODEL,
-    paths.TRAIN_METRICS,
-    paths.EVAL_METRICS,
-    paths.LOSS_CURVE,
-    paths.FIT_CURVE,
-]
 # Stand-ins for other CPUs: each forces kernels this machine would not pick by itself.
 CODE_PATHS = {
     "default": {},
