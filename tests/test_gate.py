@@ -150,12 +150,7 @@ def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict
         objective = make_loss(gradient, model, x, y, params.model.degree)
     else:  # the seed's step with another loss function
         inputs = features(x, params.model.degree)
-
-        def objective():
-            model.zero_grad(set_to_none=True)
-            value = loss(model(inputs), y)
-            value.backward()
-            return value.detach()
+        objective = lambda: loss(model(inputs), y)  # noqa: E731
 
     history = fit(objective, optimizer, steps, train.log_every, train.divergence_factor)
     grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)

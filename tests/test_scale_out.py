@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from cluster import (
@@ -88,8 +89,10 @@ def check_fresh_clone(origin: Path, folder: Path, name: str, train_run, url: str
     outs = {out["path"]: out for out in lock["stages"]["train"]["outs"]}
     assert hashlib.md5(model).hexdigest() == outs["models/model.pt"]["md5"]
     assert hashlib.sha256(model).hexdigest() == train_run.data.tags["model_sha256"]
-    served = mlflow_client(url).download_artifacts(
-        train_run.info.run_id, "model/model.pt", str(folder)
+    client = mlflow_client(url)
+    logged = client.get_logged_model(train_run.data.tags["model_id"])
+    served = mlflow.artifacts.download_artifacts(
+        f"{logged.artifact_location}/artifacts/model.pt", dst_path=str(folder), tracking_uri=url
     )
     assert Path(served).read_bytes() == model  # the MLflow artifact, stored in S3
 
@@ -167,7 +170,7 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
         # S3 holds the MLflow artifacts; git + the DVC remote give back every model.
         keys = s3_keys(s3, "mlflow/")
         for name in sorted(names):
-            run_id = finished[name].info.run_id
-            assert any(key.endswith(f"{run_id}/artifacts/model/model.pt") for key in keys)
+            model_id = finished[name].data.tags["model_id"]  # its LoggedModel's state_dict
+            assert any(key.endswith(f"{model_id}/artifacts/artifacts/model.pt") for key in keys)
             check_fresh_clone(origin, tmp_path, name, finished[name], url)
         assert s3_keys(s3, "dvc/"), "the DVC remote on S3 holds the outputs"
