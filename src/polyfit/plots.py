@@ -6,6 +6,13 @@ Drawn on a bare matplotlib Figure: pyplot's import and figure manager cost ~0.3 
 import io
 
 
+def preload() -> None:
+    """Import matplotlib's Figure and Agg canvas (~0.5 s): train does it while its worker
+    imports torch, which takes longer."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
 def _axes():
     from matplotlib.figure import Figure
 

@@ -6,7 +6,7 @@ functions it runs take params and return plain values.
 
 import time
 
-from polyfit import compute, files, paths, tracking
+from polyfit import compute, files, paths, plots, tracking
 from polyfit.loss_metrics import train_metrics
 from polyfit.params import Params, flatten, load_params
 
@@ -25,7 +25,6 @@ def check_inputs(params: Params) -> files.Digests:
 
 def train_model(params: Params) -> dict:
     """The seed's training on the dataset: the state_dict's bytes, the loss history, the time."""
-    from polyfit import plots
     from polyfit.fit import build_optimizer, fit, make_loss
     from polyfit.model import build_model, coefficients, formula
     from polyfit.runtime import configure_torch
@@ -49,7 +48,6 @@ def train_model(params: Params) -> dict:
         "model_bytes": files.tensors_to_bytes(model.state_dict()),
         "loss_history": loss_history,
         "seconds": seconds,
-        "loss_png": plots.loss_png(loss_history),
     }
 
 
@@ -59,6 +57,7 @@ def main() -> None:
     with compute.torch_process() as torch_side:
         inputs = torch_side.submit(check_inputs, params)  # imports torch ...
         tracking.preload()  # ... while this process imports MLflow
+        plots.preload()  # and matplotlib, for the loss picture
         dataset_digests = inputs.result()  # bad inputs fail here, before any MLflow run
         name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
         tags = {"data_sha256": dataset_digests.sha256, "optimizer": train.optimizer}
@@ -99,6 +98,6 @@ def log_to_mlflow(run, params: Params, trained: dict, result: dict, dataset) -> 
     seconds = trained["seconds"]
     timing = {"train_seconds": seconds, "us_per_step": 1e6 * seconds / result["steps"]}
     run.log_metrics(result | timing, model_id=model_id, dataset=dataset)
-    run.log_bytes("loss.png", trained["loss_png"], "plots")
+    run.log_bytes("loss.png", plots.loss_png(trained["loss_history"]), "plots")
     version = registry.register(run.client, run.run_id, model_id, params.mlflow.registered_model)
     run.set_tags({"registered_version": version, "model_id": model_id})
