@@ -139,6 +139,9 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
             returncode = sweep.wait(timeout=900)
         stdout, stderr = (tmp_path / "sweep.out").read_text(), (tmp_path / "sweep.err").read_text()
         survivor = next(c for c in clones if c != killed_clone)
+        for log in [tmp_path / "scheduler.log", *(tmp_path / f"{c.name}.log" for c in clones)]:
+            print(f"--- {log.name}\n{log.read_text()[-6000:]}")  # pytest shows it on a failure
+        print(f"--- sweep\n{stdout}{stderr}\nkilled {killed_name} on {killed_clone}")
 
         # The sweep completed: every configuration ran, only the diverging one failed.
         assert returncode == 1, stdout + stderr

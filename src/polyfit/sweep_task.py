@@ -6,6 +6,7 @@ the DVC remote. The name depends only on the configuration, so a task that Dask 
 worker died pushes under the same name, overwriting whatever the dead attempt left.
 """
 
+import logging
 import os
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 from polyfit.sweep import Result, error_line, experiment_ref, git, read_result
 
 CLONE_VARIABLE = "POLYFIT_WORKER_CLONE"  # set by `polyfit worker`
+# Under "distributed", whose handler `dask worker` sets up: the lines land in the worker's log.
+log = logging.getLogger("distributed.polyfit")
 
 
 def dask_setup(worker) -> None:
@@ -64,15 +67,34 @@ def _checkout(commit: str, clone: str) -> str | None:
 
 def _run_and_push(commit: str, name: str, overrides: list[str], clone: str) -> str | None:
     """`dvc exp run --temp` then `dvc exp push`; the error line if either fails, else None."""
-    git("update-ref", "-d", experiment_ref(commit, name), cwd=clone)  # an earlier attempt's
+    ref = experiment_ref(commit, name)
+    git("update-ref", "-d", ref, cwd=clone)  # an earlier attempt's
     settings = [arg for override in overrides for arg in ("-S", override)]
     for command in (
         ["dvc", "exp", "run", "--temp", "--name", name, *settings],
         ["dvc", "exp", "push", "--force", "origin", name],
     ):
         done = subprocess.run(command, cwd=clone, capture_output=True, text=True, env=_env())
+        output = done.stdout + done.stderr
+        log.info(
+            "%s: %s: exit %d, %s", name, " ".join(command[:3]), done.returncode, error_line(output)
+        )
         if done.returncode != 0:
-            return f"{' '.join(command[:3])}: {error_line(done.stdout + done.stderr)}"
+            return f"{' '.join(command[:3])}: {error_line(output)}"
+    return _check_pushed(ref, clone)
+
+
+def _check_pushed(ref: str, clone: str) -> str | None:
+    """Why origin does not hold the experiment's commit, or None: `dvc exp push` exits 0 on
+    "No experiments to push" too, and a sweep's "ok" means the result is on origin."""
+    local = git("rev-parse", "--verify", "--quiet", ref, cwd=clone).stdout.strip()
+    listed = git("ls-remote", "origin", ref, cwd=clone)
+    remote = listed.stdout.split()[:1]
+    log.info("%s: %s here, %s on origin", ref, local[:12] or "none", (remote or ["none"])[0][:12])
+    if listed.returncode != 0:
+        return f"git ls-remote origin: {error_line(listed.stderr)}"
+    if not local or remote != [local]:
+        return f"origin does not hold {ref} at {local[:12] or '?'} after dvc exp push"
     return None
 
 
