@@ -7,8 +7,8 @@ import io
 
 
 def preload() -> None:
-    """Import matplotlib's Figure and Agg canvas (~0.5 s): train does it while its worker
-    imports torch, which takes longer."""
+    """Import matplotlib's Figure and Agg canvas (~0.6 s): train does it while its worker
+    imports torch and trains."""
     import matplotlib.backends.backend_agg  # noqa: F401
     from matplotlib.figure import Figure  # noqa: F401
 

@@ -24,7 +24,8 @@ def main() -> None:
     name = tracking.run_name("generate", f"{data.target} n={data.n_samples}")
     logged = flatten({"data": data.model_dump()})
     with compute.torch_process() as torch_side:
-        making = torch_side.submit(make_dataset_file, data)  # imports torch while we open MLflow
+        making = torch_side.submit(make_dataset_file, data)  # imports torch ...
+        tracking.preload()  # ... while this process imports MLflow
         with tracking.stage_run("generate", params.mlflow.experiment, name, logged, {}) as run:
             made = making.result()
             files.write_atomic(paths.DATASET, made["content"])

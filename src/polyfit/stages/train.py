@@ -1,12 +1,12 @@
 """Stage train: data/dataset.pt -> models/model.pt + metrics/train.json, tracked in MLflow.
 
-The torch work runs in a second process (compute.py) while this one imports MLflow; the
-functions it runs take params and return plain values.
+The torch work runs in a second process (compute.py): it checks the inputs and trains while this
+one imports MLflow and matplotlib. The functions it runs take params and return plain values.
 """
 
 import time
 
-from polyfit import compute, files, paths, plots, tracking
+from polyfit import compute, files, logged_model, paths, plots, registry, tracking
 from polyfit.loss_metrics import train_metrics
 from polyfit.params import Params, flatten, load_params
 
@@ -52,22 +52,26 @@ def train_model(params: Params) -> dict:
 
 
 def main() -> None:
+    started = time.time()  # the run opens after training began; it starts here
     params = load_params(paths.PARAMS)
     train = params.train
     with compute.torch_process() as torch_side:
         inputs = torch_side.submit(check_inputs, params)  # imports torch ...
-        tracking.preload()  # ... while this process imports MLflow
+        training = torch_side.submit(train_model, params)  # ... and trains, while
+        tracking.preload()  # this process imports MLflow
+        logged_model.preload()  # and what saving the model needs
         plots.preload()  # and matplotlib, for the loss picture
         dataset_digests = inputs.result()  # bad inputs fail here, before any MLflow run
         name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
         tags = {"data_sha256": dataset_digests.sha256, "optimizer": train.optimizer}
         logged = logged_params(params)
-        with tracking.stage_run("train", params.mlflow.experiment, name, logged, tags) as run:
+        experiment = params.mlflow.experiment
+        with tracking.stage_run("train", experiment, name, logged, tags, started) as run:
             dataset = tracking.DvcDataset(
                 str(paths.DATASET), dataset_digests.md5, params.data.n_samples
             )
             run.log_inputs(dataset, "training")
-            trained = torch_side.submit(train_model, params).result()
+            trained = training.result()
             loss_history, model_bytes = trained["loss_history"], trained["model_bytes"]
             result = train_metrics(loss_history)  # final_loss, steps, tail_mean_loss
             files.write_atomic(paths.MODEL, model_bytes)
@@ -88,8 +92,6 @@ def logged_params(params: Params) -> dict:
 
 def log_to_mlflow(run, params: Params, trained: dict, result: dict, dataset) -> None:
     """Mirror the outputs into MLflow: the loss curve, the LoggedModel, a registry version."""
-    from polyfit import logged_model, registry
-
     run.log_history("loss", trained["loss_history"])
     model_sha256 = files.sha256(trained["model_bytes"])
     run.set_tags({"model_sha256": model_sha256})
