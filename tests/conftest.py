@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -156,15 +157,23 @@ def project(tmp_path) -> Path:
 
 
 @pytest.fixture
-def stage_dir(tmp_path, monkeypatch) -> Path:
+def stage_dir(tmp_path, monkeypatch) -> Iterator[Path]:
     """A working folder for running stages in-process, with its own SQLite MLflow store."""
+    import torch
+
     monkeypatch.chdir(tmp_path)
     for name in [k for k in os.environ if k.startswith("DVC_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     write_params(tmp_path, small_params())
-    return tmp_path
+    # A stage forks its torch worker. A stage process has never run torch by then; this test
+    # process may have, on two threads, and libgomp then leaves a forked child waiting forever
+    # at its first parallel region. With one thread here the child has no OpenMP team to wait on.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)
 
 
 def mlflow_client(uri: str):

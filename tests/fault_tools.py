@@ -6,11 +6,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from conftest import clean_env, write_params
+from conftest import clean_env, mlflow_client, write_params
 
 from polyfit import files, paths
+from polyfit.tracking import _store_lock
 
 LOSS_LINE = re.compile(r"^\d+ \S+$")  # what train prints every log_every steps: "step loss"
 # Files a failed or interrupted command may still change: the MLflow store, captured stderr.
@@ -48,8 +50,10 @@ class Child:
 
     def __init__(self, args: list[str], cwd: Path, env: dict, new_session: bool = False):
         self.stderr_path = cwd / "stderr.txt"
+        self.store = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cwd / 'mlflow.db'}"
         self.lines: list[str] = []
-        self.loss_printed = threading.Event()
+        self.loss_lines = 0
+        self._new_line = threading.Condition()
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 args,
@@ -69,13 +73,36 @@ class Child:
         for line in self.process.stdout:
             self.lines.append(line)
             if LOSS_LINE.match(line.strip()):
-                self.loss_printed.set()
+                with self._new_line:
+                    self.loss_lines += 1
+                    self._new_line.notify_all()
+
+    def _wait_for_loss_lines(self, count: int, timeout: float) -> None:
+        with self._new_line:
+            if not self._new_line.wait_for(lambda: self.loss_lines >= count, timeout):
+                self.process.kill()
+                raise AssertionError(f"not {count} loss lines within {timeout} s: {self.finish()}")
 
     def wait_for_training(self, timeout: float = 120) -> None:
-        """Block until the first loss line: training has started."""
-        if not self.loss_printed.wait(timeout):
-            self.process.kill()
-            raise AssertionError(f"no loss line within {timeout} s: {self.finish()}")
+        """Block until training runs inside an open MLflow run: train's worker starts training
+        while the stage process imports MLflow, then the stage opens the run and waits."""
+        self._wait_for_loss_lines(1, timeout)
+        with _store_lock(self.store):  # the stage may be creating it: two migrations collide
+            client = mlflow_client(self.store)  # opens (or creates) the store
+        deadline = time.monotonic() + timeout
+        query = "tags.stage = 'train' and attributes.status = 'RUNNING'"
+        while not [
+            run
+            for experiment in client.search_experiments()
+            for run in client.search_runs([experiment.experiment_id], query)
+        ]:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.process.kill()
+                raise AssertionError(f"no RUNNING train run in {self.store}: {self.finish()}")
+            time.sleep(0.1)
+        # Two more lines: the stage is past opening its run (a signal that lands while Python
+        # runs a weakref callback is lost, and opening a run runs many) and waits for training.
+        self._wait_for_loss_lines(self.loss_lines + 2, timeout)
 
     def signal(self, signum: int, group: bool = False) -> None:
         """Send `signum` to the child, or to its whole session as a terminal's Ctrl-C does."""
