@@ -37,6 +37,8 @@ MLFLOW_ENV_DEFAULTS = {
 }
 # GET /health before a run: (connect, read) seconds. A live server answers in milliseconds.
 PROBE_TIMEOUT = (3, 3)
+# How SQLite, PostgreSQL and MySQL refuse a second insert of the same key.
+DUPLICATE_KEY_ERRORS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
 
 
 def tracking_uri() -> str:
@@ -70,8 +72,7 @@ def preload() -> None:
     """Import MLflow's client and store modules (~2.5 s), touching no file: a stage does this
     while its torch worker works, before it knows whether its inputs are valid.
     A tracking server is probed first, so a dead one fails the stage in seconds."""
-    if _is_server(tracking_uri()):
-        probe_server(tracking_uri())
+    probe_store()
     from mlflow.tracking import MlflowClient  # noqa: F401
 
     if tracking_uri().startswith("sqlite:"):
@@ -80,6 +81,12 @@ def preload() -> None:
     # The ~300k objects imported live as long as the process: left to the collector, each full
     # collection scans them all again (~0.15 s, seen inside a 2000-point log_batch).
     gc.freeze()
+
+
+def probe_store() -> None:
+    """Fail in seconds if the store is a tracking server that does not answer."""
+    if _is_server(tracking_uri()):
+        probe_server(tracking_uri())
 
 
 def make_client(uri: str):
@@ -203,10 +210,18 @@ class TrackedRun:
     def log_inputs(self, dataset: "DvcDataset", context: str, model_id: str | None = None):
         """Record that this run read the dataset (the Dataset column) and the model."""
         from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+        from mlflow.exceptions import MlflowException
 
         used = DatasetInput(dataset.entity(), [InputTag("mlflow.data.context", context)])
         models = [LoggedModelInput(model_id)] if model_id else None
-        self.client.log_inputs(self.run_id, datasets=[used], models=models)
+        try:
+            self.client.log_inputs(self.run_id, datasets=[used], models=models)
+        except MlflowException as error:
+            # Two runs logging the same new dataset at once (a sweep's workers) race to insert
+            # it, and the store refuses the second insert. It exists now: link to it.
+            if not any(key in str(error) for key in DUPLICATE_KEY_ERRORS):
+                raise
+            self.client.log_inputs(self.run_id, datasets=[used], models=models)
 
     def log_history(self, key: str, values: list[float]) -> None:
         """One point per step, BATCH_SIZE points per call (per-step calls cost 25x training)."""
