@@ -57,6 +57,7 @@ def main() -> None:
     train = params.train
     with compute.torch_process() as torch_side:
         inputs = torch_side.submit(check_inputs, params)  # imports torch ...
+        tracking.probe_store()  # (a dead tracking server fails the stage before it trains)
         training = torch_side.submit(train_model, params)  # ... and trains, while
         tracking.preload()  # this process imports MLflow
         logged_model.preload()  # and what saving the model needs
