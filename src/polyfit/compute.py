@@ -38,8 +38,7 @@ def torch_process() -> Iterator[ProcessPoolExecutor]:
     try:
         yield pool
     except BrokenProcessPool:
-        worker.join()
-        raise PolyfitError(f"the compute process died ({_describe(worker.exitcode)})") from None
+        raise PolyfitError(f"the compute process died ({_describe(_exit_code(worker))})") from None
     except BaseException:
         worker.kill()  # its work is not wanted any more
         raise
@@ -60,7 +59,19 @@ def _worker_setup(stage_pid: int) -> None:
     threading.Thread(target=exit_with_stage, daemon=True).start()
 
 
-def _describe(exit_code: int) -> str:
+def _exit_code(worker) -> int | None:
+    """The dead worker's exit code. The pool's own thread may reap it first, which leaves
+    our join() without a code for a moment: ask again until that thread has recorded it."""
+    worker.join()
+    deadline = time.monotonic() + 5
+    while worker.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return worker.exitcode
+
+
+def _describe(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "exit status unknown"
     return (
         f"killed by {signal.Signals(-exit_code).name}"
         if exit_code < 0
