@@ -108,7 +108,7 @@ def test_each_train_run_registers_a_model_version(pipeline):
 
 def _status_after(body) -> tuple:
     """Run `body` inside a stage run; return the run's final status and tags."""
-    run = tracking.stage_run("train", "polyfit", "probe", {}, {})
+    run = tracking.stage_run("train", tracking.connect("polyfit"), "probe", {}, {})
     with pytest.raises(BaseException) as caught, run:  # the body decides what it raises
         body()
     ended = only(runs_of(os.environ["MLFLOW_TRACKING_URI"]))

@@ -296,11 +296,12 @@ def _raise_interrupted(signum, frame):
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, experiment: str, name: str, params: dict, tags: dict, started: float | None = None
+    stage: str, connection: tuple, name: str, params: dict, tags: dict, started: float | None = None
 ):
-    """A run that ends FINISHED, FAILED (tagged with why) or KILLED, never left RUNNING.
+    """A run in `connection` (connect()'s client and experiment id) that ends FINISHED, FAILED
+    (tagged with why) or KILLED, never left RUNNING.
     It starts at `started` (time.time()) if given: a stage may work before opening its run."""
-    client, experiment_id = connect(experiment)
+    client, experiment_id = connection
     from mlflow.exceptions import MlflowException
 
     # A tracking server rejects tag values that are not strings (SQLite converts them).

@@ -51,14 +51,14 @@ def main() -> None:
         tracking.preload()  # ... while this process imports MLflow
         scored = scoring.result()  # bad inputs fail here, before any MLflow run
     metrics, model_sha256 = scored["metrics"], scored["model_sha256"]
-    client, experiment_id = tracking.connect(params.mlflow.experiment)
-    trained = tracking.find_trained_model(client, experiment_id, model_sha256)
+    connection = tracking.connect(params.mlflow.experiment)
+    trained = tracking.find_trained_model(*connection, model_sha256)
     tags = {"data_sha256": scored["dataset"].sha256, "model_sha256": model_sha256}
     if trained is not None:
         tags |= {"mlflow.parentRunId": trained.source_run_id, "model_id": trained.model_id}
     name = tracking.run_name("evaluate", f"model {model_sha256[:8]}")
     used = flatten(used_params(params))
-    with tracking.stage_run("evaluate", params.mlflow.experiment, name, used, tags) as run:
+    with tracking.stage_run("evaluate", connection, name, used, tags) as run:
         files.write_json(paths.EVAL_METRICS, metrics)
         files.write_csv(paths.FIT_CURVE, scored["curve"])
         dataset = tracking.DvcDataset(

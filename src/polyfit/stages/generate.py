@@ -26,7 +26,8 @@ def main() -> None:
     with compute.torch_process() as torch_side:
         making = torch_side.submit(make_dataset_file, data)  # imports torch ...
         tracking.preload()  # ... while this process imports MLflow
-        with tracking.stage_run("generate", params.mlflow.experiment, name, logged, {}) as run:
+        connection = tracking.connect(params.mlflow.experiment)
+        with tracking.stage_run("generate", connection, name, logged, {}) as run:
             made = making.result()
             files.write_atomic(paths.DATASET, made["content"])
             digests = files.digests(made["content"])

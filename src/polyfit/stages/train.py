@@ -66,8 +66,8 @@ def main() -> None:
         name = tracking.run_name("train", f"{train.optimizer} lr={train.lr:g}")
         tags = {"data_sha256": dataset_digests.sha256, "optimizer": train.optimizer}
         logged = logged_params(params)
-        experiment = params.mlflow.experiment
-        with tracking.stage_run("train", experiment, name, logged, tags, started) as run:
+        connection = tracking.connect(params.mlflow.experiment)
+        with tracking.stage_run("train", connection, name, logged, tags, started) as run:
             dataset = tracking.DvcDataset(
                 str(paths.DATASET), dataset_digests.md5, params.data.n_samples
             )
@@ -79,7 +79,7 @@ def main() -> None:
             files.write_json(paths.TRAIN_METRICS, result)
             steps = range(len(loss_history))
             files.write_csv(paths.LOSS_CURVE, {"step": steps, "loss": loss_history})
-            log_to_mlflow(run, params, trained, result, dataset)
+            log_to_mlflow(run, params, logged, trained, result, dataset)
 
 
 def logged_params(params: Params) -> dict:
@@ -91,13 +91,14 @@ def logged_params(params: Params) -> dict:
     ) | flatten({"train": {"options": options}})
 
 
-def log_to_mlflow(run, params: Params, trained: dict, result: dict, dataset) -> None:
-    """Mirror the outputs into MLflow: the loss curve, the LoggedModel, a registry version."""
+def log_to_mlflow(run, params: Params, logged: dict, trained: dict, result: dict, dataset) -> None:
+    """Mirror the outputs into MLflow: the loss curve, the LoggedModel (with the run's params),
+    a registry version."""
     run.log_history("loss", trained["loss_history"])
     model_sha256 = files.sha256(trained["model_bytes"])
     run.set_tags({"model_sha256": model_sha256})
     model_tags = {"model_sha256": model_sha256, **tracking.experiment_tags()}
-    model_id = logged_model.log_model(run, paths.MODEL, logged_params(params), model_tags)
+    model_id = logged_model.log_model(run, paths.MODEL, logged, model_tags)
     seconds = trained["seconds"]
     timing = {"train_seconds": seconds, "us_per_step": 1e6 * seconds / result["steps"]}
     run.log_metrics(result | timing, model_id=model_id, dataset=dataset)
