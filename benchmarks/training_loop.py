@@ -32,6 +32,8 @@ def _one_run(kind: str, inputs, target) -> tuple[float, float, list]:
         seed_loop(model, inputs, target, optimizer, STEPS, report=_no_report)
     elif kind == "tuned":
         tuned_loop(model, inputs, target, optimizer, STEPS)
+    elif kind == "tensor history":
+        tensor_history_loop(model, inputs, target, optimizer, STEPS)
     else:
         loss_fn = torch.nn.MSELoss(reduction="sum")  # what polyfit.fit.make_loss builds
         fit(lambda: loss_fn(model(inputs), target), optimizer, STEPS, 100, 1e3, _no_report)
@@ -61,6 +63,26 @@ def tuned_loop(model, inputs, target, optimizer, steps: int) -> None:
         optimizer.step()
 
 
+def tensor_history_loop(model, inputs, target, optimizer, steps: int) -> list:
+    """A measured alternative, not the product: fit's loop keeping each step's loss as a
+    tensor (`loss.detach()`, read back every 100 steps), the usual advice for GPUs, where
+    .item() waits for the device. fit reads `loss.item()` every step instead."""
+    import torch
+
+    loss_function, history, window = torch.nn.MSELoss(reduction="sum"), [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = loss_function(model(inputs), target)
+        loss.backward()
+        optimizer.step()
+        window.append(loss.detach())
+        if step % 100 == 99:
+            history += torch.stack(window).tolist()
+            _no_report(step, history[-1])
+            window = []
+    return history
+
+
 def _inputs():
     """The seed's (N, 3) features and target, with train.threads = 1."""
     import torch
@@ -77,7 +99,7 @@ def training_loop(repeats: int) -> Section:
     import torch
 
     inputs, y = _inputs()
-    kinds = ["seed", "fit", "fit, stage settings", "tuned"]
+    kinds = ["seed", "fit", "fit, stage settings", "tuned", "tensor history"]
     for kind in kinds:  # warm-up: torch._dynamo import, first kernels
         _one_run(kind, inputs, y)
     rounds = 6 * repeats
@@ -102,6 +124,7 @@ def training_loop(repeats: int) -> Section:
         ("fit", "polyfit.fit.fit"),
         ("fit, stage settings", "polyfit.fit.fit with the train stage's deterministic mode"),
         ("tuned", "alternative: the seed's loop with .grad = None and functional mse_loss"),
+        ("tensor history", "alternative: fit's loop keeping each loss as a tensor (.detach())"),
     ):
         section.rows.append(
             Row(
@@ -117,12 +140,14 @@ def training_loop(repeats: int) -> Section:
         "from the same seeded weights (RMSprop lr 1e-3, MSELoss(sum)), timed in-process. "
         "Ratios are medians of the per-round ratios, which cancels slow drifts in load; the "
         "verdict uses wall time, CPU time (process_time, one thread) is shown as a check.",
-        "Both loops read the loss every 100 steps (`loss.item()`, the seed's print) and "
-        "report it to a no-op. fit is the textbook loop (optimizer.zero_grad(), "
-        "loss.backward(), optimizer.step()) and also keeps the whole loss history and checks "
-        "divergence. 'tuned' (benchmarks/training_loop.py, not used by polyfit) shows what "
-        "skipping optimizer.zero_grad's profiler record and torch._dynamo wrapper and the "
-        "MSELoss module call would save.",
+        "Every loop reports the loss every 100 steps to a no-op (the seed's print). fit is "
+        "the textbook loop (optimizer.zero_grad(), loss.backward(), optimizer.step()); it "
+        "also reads every step's loss (`loss.item()`) into its history and checks it for "
+        "divergence. The alternatives live in benchmarks/training_loop.py, not in polyfit: "
+        "'tuned' shows what skipping optimizer.zero_grad's profiler record and "
+        "torch._dynamo wrapper and the MSELoss module call would save; 'tensor history' "
+        "what keeping each step's loss tensor and reading them back every 100 steps costs "
+        "(the usual advice for a GPU) against fit's .item().",
         f"Same computation: final weights of seed and fit are bit-identical: {same}.",
         "'Deterministic mode' is what polyfit.runtime.configure_torch sets in the stages: "
         "torch.set_deterministic_debug_mode('error'), without its NaN-filling of every new "

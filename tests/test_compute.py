@@ -44,7 +44,7 @@ def seed_loop(steps: int, seed: int = 0):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return torch.tensor(losses), model
+    return losses, model
 
 
 def our_fit(optimizer: str = "RMSprop", lr: float = 1e-3, steps: int = 2000, degree: int = 3):
@@ -83,11 +83,11 @@ def test_features_are_the_seeds_powers():
 def test_training_reproduces_the_seed_loop_step_for_step():
     expected, seed_model = seed_loop(2000)
     history, model, _, _ = our_fit()
-    assert torch.equal(history, expected)
+    assert history == expected  # every loss, as the same float
     assert torch.equal(model[0].weight, seed_model[0].weight)
     # The README: "the final loss is 8.87 (the seed's ≈ 8.9)", each to its last stated digit.
-    assert history[-1].item() == pytest.approx(8.87, abs=0.005)
-    assert history[-1].item() == pytest.approx(8.9, abs=0.05)
+    assert history[-1] == pytest.approx(8.87, abs=0.005)
+    assert history[-1] == pytest.approx(8.9, abs=0.05)
 
 
 def numpy_optimum(x: torch.Tensor, y: torch.Tensor, degree: int) -> np.ndarray:
@@ -197,7 +197,7 @@ def test_other_optimizers_converge(name, lr):
     optimum_loss = np.square(residual).sum()  # 8.817: no cubic does better
     # A float32 sum of 2000 squares is off by up to ~log2(2000) * 6e-8 = 7e-7 relative (seen:
     # 3e-8 to 8e-8), so the bound is 1e-6 either side: not below the optimum, and not above.
-    assert history[-1].item() == pytest.approx(optimum_loss, rel=1e-6)
+    assert history[-1] == pytest.approx(optimum_loss, rel=1e-6)
     # Seen: 3e-8 (LBFGS), 1e-6 (SGD), 2.5e-5 (Adam): the optimum to 1e-4, 10x the README's
     # 1e-3 for RMSprop, which still circles it at step 2000.
     assert np.abs(coefficients(model).numpy() - optimum).max() < 1e-4

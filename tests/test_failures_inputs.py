@@ -6,6 +6,7 @@ x the first, stops training (exit 1), ends the MLflow run FAILED and writes no m
 """
 
 import io
+import math
 import os
 import pickle
 import random
@@ -177,8 +178,9 @@ def test_cli_bad_input_exits_2_naming_the_file(folder, stage, name, fault, expec
     assert not (folder / "mlflow.db").exists()  # refused before any MLflow run
 
 
-def fitted(lr: float, steps: int, log_every: int, factor: float) -> list[int]:
-    """Fit a cubic to 200 points of sin with plain SGD; return the steps it reported."""
+def fitted(lr: float, steps: int, log_every: int, factor: float) -> tuple[list[int], list]:
+    """Fit a cubic to 200 points of sin with plain SGD; return the steps it reported, and
+    the losses."""
     x, y = make_dataset("sin", -3.0, 3.0, 200, 0.0, 0)
     torch.manual_seed(0)
     model = build_model(3)
@@ -186,14 +188,13 @@ def fitted(lr: float, steps: int, log_every: int, factor: float) -> list[int]:
     reported = []
     report = lambda step, loss: reported.append(step)  # noqa: E731
     objective = make_loss("autograd", model, x, y, 3)
-    fit(objective, optimizer, steps, log_every, factor, report)
-    return reported
+    return reported, fit(objective, optimizer, steps, log_every, factor, report)
 
 
 def test_non_finite_loss_stops_training():
     expected = r"^loss became non-finite at step \d+ \(train\.lr too large\?\)$"
     with pytest.raises(DivergedError, match=expected):
-        fitted(lr=1.0, steps=200, log_every=50, factor=1e3)
+        fitted(lr=1.0, steps=200, log_every=50, factor=math.inf)  # no growth check first
 
 
 def test_loss_growing_past_the_factor_stops_training():
@@ -202,13 +203,23 @@ def test_loss_growing_past_the_factor_stops_training():
         fitted(lr=1e-4, steps=10, log_every=10, factor=1e3)
 
 
-def test_the_last_partial_window_is_checked_too():
+def test_divergence_is_checked_between_reports():
     with pytest.raises(DivergedError):
         fitted(lr=1.0, steps=30, log_every=1000, factor=1e3)
 
 
-def test_the_loss_is_read_back_only_every_log_every_steps():
-    assert fitted(lr=1e-6, steps=10, log_every=4, factor=1e3) == [3, 7, 9]
+def test_divergence_stops_at_the_first_step_past_the_factor():
+    _, losses = fitted(lr=1e-4, steps=10, log_every=10, factor=math.inf)  # unchecked
+    first_past = next(step for step, loss in enumerate(losses) if loss > 1e3 * losses[0])
+    assert 0 < first_past < 9  # the run goes on growing after it
+    with pytest.raises(DivergedError, match=rf"^loss grew to \S+ at step {first_past}, "):
+        fitted(lr=1e-4, steps=10, log_every=10, factor=1e3)
+
+
+def test_the_loss_is_reported_every_log_every_steps_and_at_the_last():
+    reported, losses = fitted(lr=1e-6, steps=10, log_every=4, factor=1e3)
+    assert reported == [3, 7, 9]
+    assert len(losses) == 10
 
 
 @pytest.mark.slow

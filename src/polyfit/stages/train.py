@@ -41,7 +41,7 @@ def train_model(params: Params) -> dict:
     report = lambda step, loss: print(step, loss, flush=True)  # noqa: E731
     loss_history = fit(
         loss_function, optimizer, train.steps, train.log_every, train.divergence_factor, report
-    ).tolist()
+    )
     seconds = time.perf_counter() - started
     print(f"Result: {formula(coefficients(model))}", flush=True)
     return {
