@@ -156,7 +156,7 @@ def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict
     grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)
     grid_y = TARGET_FUNCTIONS[data.target](grid_x.double())
     scores = score(model, x, y, grid_x, grid_y, params.model.degree)
-    return {"train.json": train_metrics(history.tolist()), "eval.json": flatten(scores)}
+    return {"train.json": train_metrics(history), "eval.json": flatten(scores)}
 
 
 @pytest.fixture(scope="module")

@@ -121,8 +121,8 @@ def test_a_stage_that_would_not_fit_is_refused_naming_key_and_bytes():
     with pytest.raises(UsageError) as caught:
         check_memory(params, "train", "params.yaml", available=needed - 1)
     assert str(caught.value) == (
-        f"params.yaml: train.steps: train would need about {needed} bytes (592 KB) of memory, "
-        f"{needed - 1} bytes (592 KB) available"
+        f"params.yaml: train.steps: train would need about {needed} bytes (576 KB) of memory, "
+        f"{needed - 1} bytes (576 KB) available"
     )
 
 

@@ -199,8 +199,7 @@ GENERATE_PER_SAMPLE = (
 )
 LOADED_PER_SAMPLE = 16  # the dataset file's bytes, then its x, y tensors
 TRAIN_PER_STEP = (
-    8  # the loss history tensor (float64 with gram)
-    + 64  # it as a Python list of floats, in the torch worker and again in the stage process
+    64  # the loss history, a Python list of floats, in the torch worker and in the stage process
     + 16  # that list pickled through the pipe
     + 80  # plots/loss.csv as text: one line per step, then joined and encoded
     + 88  # matplotlib's arrays for the loss picture (x, y, the path and its transform)
