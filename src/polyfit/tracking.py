@@ -1,7 +1,7 @@
 """Everything MLflow: where the store is, runs that always end, batched logging, lookups.
 
-mlflow is imported inside functions: it costs ~1.5 s, and commands that track nothing
-(gate, --help) should not pay for it.
+mlflow is imported inside functions: it costs 1.5-2.5 s (with the machine's load), and
+commands that track nothing (gate, --help) should not pay for it.
 """
 
 import contextlib
@@ -69,7 +69,7 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def preload() -> None:
-    """Import MLflow's client and store modules (~2.5 s), touching no file: a stage does this
+    """Import MLflow's client and store modules, touching no file: a stage does this
     while its torch worker works, before it knows whether its inputs are valid.
     A tracking server is probed first, so a dead one fails the stage in seconds."""
     probe_store()
@@ -145,9 +145,8 @@ def connect(experiment: str):
     """(client, experiment_id), creating the experiment if needed, race-free."""
     from mlflow.exceptions import MlflowException
 
+    probe_store()
     uri = tracking_uri()
-    if _is_server(uri):
-        probe_server(uri)
     try:
         with _store_lock(uri):
             client = make_client(uri)
