@@ -85,8 +85,8 @@ def test_training_reproduces_the_seed_loop_step_for_step():
     history, model, _, _ = our_fit()
     assert history == expected  # every loss, as the same float
     assert torch.equal(model[0].weight, seed_model[0].weight)
-    # The README: "the final loss is 8.87 (the seed's ≈ 8.9)", each to its last stated digit.
-    assert history[-1] == pytest.approx(8.87, abs=0.005)
+    # The seed's "≈ 8.9". The exact endpoint is the CPU's: 8.867 on a Xeon, 8.935 on an EPYC
+    # (docs/determinism.md); step-for-step equality with the seed above is what holds everywhere.
     assert history[-1] == pytest.approx(8.9, abs=0.05)
 
 

@@ -1,5 +1,6 @@
-"""The same bytes on any x86-64 CPU with AVX2: the stages under every code path one machine can
-force (MKL's instruction set, ATen's vector kernels) write identical data, model and metrics."""
+"""The same bytes on one machine: the stages under every code path that machine can force (MKL's
+instruction set, ATen's vector kernels) write identical data, model and metrics. Across CPU
+vendors the bytes differ; the gate's tolerances cover that (docs/determinism.md)."""
 
 from pathlib import Path
 
@@ -21,8 +22,16 @@ CODE_PATHS = {
 }
 
 
+def cpuinfo() -> str:
+    return Path("/proc/cpuinfo").read_text().replace("\n", " ")
+
+
 def has_avx512() -> bool:
-    return " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    return " avx512f " in cpuinfo()
+
+
+def is_intel() -> bool:
+    return "GenuineIntel" in cpuinfo()
 
 
 def outputs_under(folder: Path, **forced: str) -> dict[str, bytes]:
@@ -51,6 +60,11 @@ def test_every_forced_code_path_writes_the_same_bytes(tmp_path):
 
 
 @pytest.mark.skipif(not has_avx512(), reason="forcing AVX2 changes MKL's kernels on AVX-512 only")
+@pytest.mark.skipif(
+    not is_intel(),
+    reason="MKL follows MKL_ENABLE_INSTRUCTIONS and MKL_CBWR on Intel CPUs only: on an AMD EPYC "
+    "every setting gave the same bytes, with the reproducible mode or without",
+)
 def test_without_the_reproducible_mode_the_forced_paths_differ(tmp_path):
     """The control: the forcing reaches MKL, and a value the user exported wins over the CLI's."""
     off = {"MKL_CBWR": "OFF"}
