@@ -30,7 +30,7 @@ def _store():
 
 def _time_batched(client, experiment_id: str, values: list[float]) -> float:
     """TrackedRun.log_history: log_batch calls of BATCH_SIZE points, as the train stage does."""
-    from polyfit.tracking import TrackedRun
+    from polyfit.tracking.runs import TrackedRun
 
     run = TrackedRun(client, client.create_run(experiment_id).info.run_id, experiment_id)
     started = time.perf_counter()
@@ -50,8 +50,8 @@ def _time_per_step(client, experiment_id: str, values: list[float]) -> float:
 
 def _time_logged_model(client, experiment_id: str, state_dict) -> float:
     """logged_model.log_model: the train stage's LoggedModel (pyfunc from code + state_dict)."""
-    from polyfit.logged_model import log_model
-    from polyfit.tracking import TrackedRun
+    from polyfit.tracking.model import log_model
+    from polyfit.tracking.runs import TrackedRun
 
     run = TrackedRun(client, client.create_run(experiment_id).info.run_id, experiment_id)
     started = time.perf_counter()
@@ -60,7 +60,7 @@ def _time_logged_model(client, experiment_id: str, state_dict) -> float:
 
 
 def logging_cost(repeats: int) -> Section:
-    from polyfit.tracking import BATCH_SIZE
+    from polyfit.tracking.runs import BATCH_SIZE
 
     client, experiment_id = _store()
     values = _history()

@@ -13,7 +13,7 @@ from pathlib import Path
 from scale import STAGE_ENV, STEPS, THREADS
 from timing import Row, Section, median, run, spread
 
-from polyfit.runtime import REPRODUCIBLE_MKL
+from polyfit.core.runtime import REPRODUCIBLE_MKL
 
 HERE = Path(__file__).parent
 WITHOUT = {"MKL_CBWR": "OFF", "MKL_DYNAMIC": "TRUE"}  # MKL's own per-CPU dispatch and threads

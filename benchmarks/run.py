@@ -26,7 +26,7 @@ from sweep import sweep
 from timing import REPO, SCRATCH
 from training_loop import training_loop
 
-from polyfit.runtime import REPRODUCIBLE_MKL
+from polyfit.core.runtime import REPRODUCIBLE_MKL
 
 SECTIONS = ("cold", "warm", "logging", "loop", "scale", "cnr", "sweep", "scale-out")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from timing import Row, Section, median, run, spread, verdict
 
-from polyfit.runtime import REPRODUCIBLE_MKL
+from polyfit.core.runtime import REPRODUCIBLE_MKL
 
 SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 STEPS, THREADS, DEGREE = 200, 2, 3
@@ -38,10 +38,10 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
     """Fit n samples for `steps` steps; return timings and memory in this process."""
     import torch
 
-    from polyfit.data import make_dataset
-    from polyfit.fit import build_optimizer, fit, make_loss
-    from polyfit.model import build_model, features
-    from polyfit.runtime import configure_torch
+    from polyfit.core.data import make_dataset
+    from polyfit.core.fit import build_optimizer, fit, make_loss
+    from polyfit.core.model import build_model, features
+    from polyfit.core.runtime import configure_torch
 
     configure_torch(threads, 0)
     torch.utils.deterministic.fill_uninitialized_memory = fill

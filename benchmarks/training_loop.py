@@ -20,8 +20,8 @@ def _one_run(kind: str, inputs, target) -> tuple[float, float, list]:
     """(wall us per step, CPU us per step, final weights) of one 2000-step run."""
     import torch
 
-    from polyfit.fit import fit
-    from polyfit.runtime import configure_torch
+    from polyfit.core.fit import fit
+    from polyfit.core.runtime import configure_torch
 
     if kind == "fit, stage settings":
         configure_torch()  # exactly what the train stage sets (threads: set by _inputs)
@@ -87,8 +87,8 @@ def _inputs():
     """The seed's (N, 3) features and target, with train.threads = 1."""
     import torch
 
-    from polyfit.data import make_dataset
-    from polyfit.model import features
+    from polyfit.core.data import make_dataset
+    from polyfit.core.model import features
 
     torch.set_num_threads(1)  # train.threads in params.yaml
     x, y = make_dataset("sin", -math.pi, math.pi, N_SAMPLES, 0.0, 0)

@@ -42,14 +42,14 @@ def child(seed: int) -> dict:
     """The default params' train.json and eval.json metrics, with train.seed = seed."""
     import torch
 
-    from polyfit.data import TARGET_FUNCTIONS, make_dataset
-    from polyfit.fit import build_optimizer, fit, make_loss
-    from polyfit.loss_metrics import train_metrics
-    from polyfit.model import build_model
+    from polyfit.core.data import TARGET_FUNCTIONS, make_dataset
+    from polyfit.core.fit import build_optimizer, fit, make_loss
+    from polyfit.core.loss_metrics import train_metrics
+    from polyfit.core.model import build_model
+    from polyfit.core.runtime import configure_torch
+    from polyfit.core.scoring import score
     from polyfit.params import flatten, load_params
     from polyfit.paths import PARAMS
-    from polyfit.runtime import configure_torch
-    from polyfit.scoring import score
 
     params = load_params(PARAMS)
     data, train, degree = params.data, params.train, params.model.degree

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from polyfit import paths
-from polyfit.runtime import REPRODUCIBLE_MKL
+from polyfit.core.runtime import REPRODUCIBLE_MKL
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow

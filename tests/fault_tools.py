@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import clean_env, mlflow_client, write_params
 
 from polyfit import files, paths
-from polyfit.tracking import _store_lock
+from polyfit.tracking.store import _store_lock
 
 LOSS_LINE = re.compile(r"^\d+ \S+$")  # what train prints every log_every steps: "step loss"
 # Files a failed or interrupted command may still change: the MLflow store, captured stderr.
@@ -21,7 +21,7 @@ NOT_OUTPUTS = {"mlflow.db", "mlflow.db.lock", "stderr.txt"}
 
 def stage_folder(folder: Path, params: dict) -> Path:
     """A folder stages can run in: project marker, params and data/dataset.pt built in-process."""
-    from polyfit.data import make_dataset
+    from polyfit.core.data import make_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root

@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import default_params
 
-from polyfit.data import make_dataset
+from polyfit.core.data import make_dataset
+from polyfit.core.fit import build_optimizer, fit, make_loss
+from polyfit.core.model import Polynomial
+from polyfit.core.scoring import least_squares, polynomial, score
 from polyfit.errors import DivergedError
 from polyfit.files import tensors_to_bytes
-from polyfit.fit import build_optimizer, fit, make_loss
-from polyfit.model import build_model, coefficients, features, formula
 from polyfit.params import OPTIMIZERS, flatten, validate_params
-from polyfit.scoring import least_squares, polynomial, score
 
 PARAMS = validate_params(default_params())
 SIN = {
@@ -50,10 +50,10 @@ def seed_loop(steps: int, seed: int = 0):
 def our_fit(optimizer: str = "RMSprop", lr: float = 1e-3, steps: int = 2000, degree: int = 3):
     x, y = make_dataset(**SIN)
     torch.manual_seed(0)
-    model = build_model(degree)
+    model = Polynomial(degree)
     options = getattr(PARAMS.train.options, optimizer).model_dump()
     opt = build_optimizer(optimizer, model.parameters(), lr, options)
-    history = fit(make_loss("autograd", model, x, y, degree), opt, steps, 100, 1e3)
+    history = fit(make_loss("autograd", model, x, y), opt, steps, 100, 1e3)
     return history, model, x, y
 
 
@@ -76,15 +76,15 @@ def test_noise_is_seeded_and_same_params_give_identical_bytes():
 
 def test_features_are_the_seeds_powers():
     x = torch.linspace(-1, 1, 5)
-    assert torch.equal(features(x, 3), x.unsqueeze(-1).pow(torch.tensor([1, 2, 3])))
-    assert features(x, 5).shape == (5, 5)
+    assert torch.equal(Polynomial(3).features(x), x.unsqueeze(-1).pow(torch.tensor([1, 2, 3])))
+    assert Polynomial(5).features(x).shape == (5, 5)
 
 
 def test_training_reproduces_the_seed_loop_step_for_step():
     expected, seed_model = seed_loop(2000)
     history, model, _, _ = our_fit()
     assert history == expected  # every loss, as the same float
-    assert torch.equal(model[0].weight, seed_model[0].weight)
+    assert torch.equal(model.linear.weight, seed_model[0].weight)
     # The seed's "≈ 8.9". The exact endpoint is the CPU's: 8.867 on a Xeon, 8.935 on an EPYC
     # (docs/determinism.md); step-for-step equality with the seed above is what holds everywhere.
     assert history[-1] == pytest.approx(8.9, abs=0.05)
@@ -104,7 +104,8 @@ def test_coefficients_reach_the_least_squares_optimum_as_the_readme_says():
     assert np.all(np.abs(optimum - stated) <= half_digit), optimum
     # "the coefficients are within 1e-3 of the least-squares optimum"
     state = model.state_dict()
-    ours = np.concatenate([state["0.bias"].double().numpy(), state["0.weight"][0].double().numpy()])
+    bias, weight = state["linear.bias"].double().numpy(), state["linear.weight"][0].double().numpy()
+    ours = np.concatenate([bias, weight])
     assert np.abs(ours - optimum).max() < 1e-3
 
 
@@ -117,12 +118,12 @@ def test_least_squares_agrees_with_numpy_polyfit():
 def test_score_of_the_optimum_itself_has_no_gap():
     x, y = make_dataset(**SIN)
     optimum = least_squares(x, y, 3)
-    model = build_model(3).double()
+    model = Polynomial(3).double()
     with torch.no_grad():
-        model[0].bias.copy_(optimum[:1])
-        model[0].weight.copy_(optimum[1:].unsqueeze(0))
+        model.linear.bias.copy_(optimum[:1])
+        model.linear.weight.copy_(optimum[1:].unsqueeze(0))
     grid = torch.linspace(-math.pi, math.pi, 5000).double()
-    metrics = score(model, x.double(), y.double(), grid, torch.sin(grid), 3)
+    metrics = score(model, x.double(), y.double(), grid=(grid, torch.sin(grid)))
     assert abs(metrics["gap_to_optimum"]) < 1e-9
     assert metrics["coef_distance"] < 1e-12
     assert metrics["train_set"]["rmse"] == pytest.approx(math.sqrt(metrics["train_set"]["mse"]))
@@ -135,10 +136,11 @@ def test_every_metric_matches_an_independent_float64_computation():
     _, trained, x, y = our_fit(steps=1500)  # still short of the optimum: every gap is nonzero
     model = trained.double()
     grid_x = torch.linspace(-math.pi, math.pi, 5000, dtype=torch.float64)
-    metrics = score(model, x.double(), y.double(), grid_x, torch.sin(grid_x), 3)
+    metrics = score(model, x.double(), y.double(), grid=(grid_x, torch.sin(grid_x)))
 
     state = model.state_dict()
-    coefs = np.concatenate([state["0.bias"].numpy(), state["0.weight"][0].numpy()])  # a, b, c, d
+    # a, b, c, d
+    coefs = np.concatenate([state["linear.bias"].numpy(), state["linear.weight"][0].numpy()])
     optimum = numpy_optimum(x, y, 3)
     xs, ys, gx = x.double().numpy(), y.double().numpy(), grid_x.numpy()
     gy = np.sin(gx)
@@ -179,7 +181,7 @@ def test_polynomial_evaluates_coefficients_in_increasing_power():
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_builds_from_params_as_torch_optim(name):
     options = getattr(PARAMS.train.options, name).model_dump()
-    model = build_model(3)
+    model = Polynomial(3)
     optimizer = build_optimizer(name, model.parameters(), 0.01, options)
     assert type(optimizer) is getattr(torch.optim, name)
     group = optimizer.param_groups[0]
@@ -200,7 +202,7 @@ def test_other_optimizers_converge(name, lr):
     assert history[-1] == pytest.approx(optimum_loss, rel=1e-6)
     # Seen: 3e-8 (LBFGS), 1e-6 (SGD), 2.5e-5 (Adam): the optimum to 1e-4, 10x the README's
     # 1e-3 for RMSprop, which still circles it at step 2000.
-    assert np.abs(coefficients(model).numpy() - optimum).max() < 1e-4
+    assert np.abs(model.coefficients().numpy() - optimum).max() < 1e-4
 
 
 def test_divergence_is_detected_without_a_model():
@@ -211,14 +213,17 @@ def test_divergence_is_detected_without_a_model():
 def test_growth_beyond_the_factor_is_divergence():
     x, y = make_dataset(**SIN)
     torch.manual_seed(0)
-    model = build_model(3)
+    model = Polynomial(3)
     # Largest curvature of the summed loss is ~5.5e5, so plain SGD is unstable above ~3.6e-6
     # and grows ~1.2x per step at 4e-6: checked every step, it is caught while still finite.
     optimizer = torch.optim.SGD(model.parameters(), lr=4e-6)
     with pytest.raises(DivergedError, match="divergence_factor"):
-        fit(make_loss("autograd", model, x, y, 3), optimizer, 2000, 1, 10.0)
+        fit(make_loss("autograd", model, x, y), optimizer, 2000, 1, 10.0)
 
 
 def test_formula_matches_the_seed_line():
-    coefs = torch.tensor([0.5, 1.0, -2.0, 0.25])
-    assert formula(coefs) == "y = 0.5 + 1.0 x + -2.0 x^2 + 0.25 x^3"
+    model = Polynomial(3)
+    with torch.no_grad():
+        model.linear.bias.fill_(0.5)
+        model.linear.weight.copy_(torch.tensor([[1.0, -2.0, 0.25]]))
+    assert model.formula() == "y = 0.5 + 1.0 x + -2.0 x^2 + 0.25 x^3"

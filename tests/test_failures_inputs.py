@@ -17,10 +17,10 @@ from conftest import polyfit, runs_of, small_params
 from fault_tools import snapshot, stage_folder, store_env
 
 from polyfit import files, paths
-from polyfit.data import make_dataset
+from polyfit.core.data import make_dataset
+from polyfit.core.fit import build_optimizer, fit, make_loss
+from polyfit.core.model import Polynomial
 from polyfit.errors import DivergedError, UsageError
-from polyfit.fit import build_optimizer, fit, make_loss
-from polyfit.model import build_model
 
 N = 8  # samples in the hand-made dataset files
 REFUSED = "not a tensor file polyfit can load safely"
@@ -118,21 +118,24 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, label):
     path.write_bytes(code_carriers(marker)[label])
     assert REFUSED in error_for(lambda p: files.load_dataset(p, N), path)
     path.write_bytes(code_carriers(marker)[label])
-    assert REFUSED in error_for(lambda p: files.load_state_dict(p, 3), path)
+    assert REFUSED in error_for(lambda p: files.load_weights(p, Polynomial(3)), path)
     assert not marker.exists()
 
 
 def state_dict(degree: int = 3) -> dict:
-    return build_model(degree).state_dict()
+    return Polynomial(degree).state_dict()
 
 
 MODEL_CASES = {
-    "other degree": (lambda: saved(state_dict(4)), "'0.weight' has shape (1, 4), expected (1, 3)"),
-    "no bias": (lambda: saved({"0.weight": torch.zeros(1, 3)}), "found ['0.weight']"),
+    "other degree": (lambda: saved(state_dict(4)), "size mismatch for linear.weight"),
+    "no bias": (
+        lambda: saved({"linear.weight": torch.zeros(1, 3)}),
+        'Missing key(s) in state_dict: "linear.bias"',
+    ),
     "float64": (lambda: saved({k: v.double() for k, v in state_dict().items()}), "float32"),
-    "whole module": (lambda: saved(build_model(3)), REFUSED),
+    "whole module": (lambda: saved(Polynomial(3)), REFUSED),
     "truncated": (lambda: saved(state_dict())[:100], REFUSED),
-    "a dataset": (lambda: dataset(), "expected tensors ['0.bias', '0.weight']"),
+    "a dataset": (lambda: dataset(), 'Unexpected key(s) in state_dict: "x", "y"'),
 }
 
 
@@ -140,7 +143,7 @@ MODEL_CASES = {
 def test_bad_model_is_one_line_naming_the_file(tmp_path, make, expected):
     path = tmp_path / "model.pt"
     path.write_bytes(make())
-    assert expected in error_for(lambda p: files.load_state_dict(p, 3), path)
+    assert expected in error_for(lambda p: files.load_weights(p, Polynomial(3)), path)
 
 
 @pytest.fixture
@@ -183,11 +186,11 @@ def fitted(lr: float, steps: int, log_every: int, factor: float) -> tuple[list[i
     the losses."""
     x, y = make_dataset("sin", -3.0, 3.0, 200, 0.0, 0)
     torch.manual_seed(0)
-    model = build_model(3)
+    model = Polynomial(3)
     optimizer = build_optimizer("SGD", model.parameters(), lr, SGD_PLAIN)
     reported = []
     report = lambda step, loss: reported.append(step)  # noqa: E731
-    objective = make_loss("autograd", model, x, y, 3)
+    objective = make_loss("autograd", model, x, y)
     return reported, fit(objective, optimizer, steps, log_every, factor, report)
 
 

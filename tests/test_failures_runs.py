@@ -16,8 +16,9 @@ from conftest import mlflow_client, polyfit, runs_of, small_params
 from fault_tools import polyfit_child, snapshot, stage_folder, store_env
 from servers import hanging_up_server
 
-from polyfit import files, paths, runs
-from polyfit.model import build_model
+from polyfit import files, paths
+from polyfit.core.model import Polynomial
+from polyfit.tools import cleanup
 
 LONG = 10_000_000  # steps: training outlasts any test, so only a signal ends it
 
@@ -26,7 +27,7 @@ LONG = 10_000_000  # steps: training outlasts any test, so only a signal ends it
 def long_training(tmp_path):
     """A stage folder holding earlier outputs, whose next train would run for hours."""
     folder = stage_folder(tmp_path / "work", small_params(steps=LONG, log_every=100))
-    files.write_atomic(folder / paths.MODEL, files.tensors_to_bytes(build_model(3).state_dict()))
+    files.write_atomic(folder / paths.MODEL, files.tensors_to_bytes(Polynomial(3).state_dict()))
     for name in (paths.TRAIN_METRICS, paths.LOSS_CURVE):
         files.write_atomic(folder / name, f"earlier {name}\n".encode())
     return folder
@@ -117,12 +118,12 @@ def seeded_running_runs(uri: str) -> dict[str, str]:
 
 
 def test_a_live_process_is_alive_and_an_exited_one_is_not():
-    assert runs.process_alive(os.getpid(), time.time())
-    assert not runs.process_alive(os.getpid(), time.time() - 86400)  # pid reused since
+    assert cleanup.process_alive(os.getpid(), time.time())
+    assert not cleanup.process_alive(os.getpid(), time.time() - 86400)  # pid reused since
     child = exited_child()
-    assert not runs.process_alive(child.pid, time.time())  # a zombie: exited, not yet reaped
+    assert not cleanup.process_alive(child.pid, time.time())  # a zombie: exited, not yet reaped
     child.wait()
-    assert not runs.process_alive(child.pid, time.time())
+    assert not cleanup.process_alive(child.pid, time.time())
 
 
 def exited_child() -> subprocess.Popen:
@@ -134,9 +135,9 @@ def exited_child() -> subprocess.Popen:
 
 def test_orphan_reason_needs_this_host_and_a_pid():
     started = time.time() * 1000
-    assert runs.orphan_reason({}, started, "here") is None
-    assert runs.orphan_reason({"host": "there", "pid": "1"}, started, "here") is None
-    assert runs.orphan_reason({"host": "here", "pid": "x"}, started, "here") is None
+    assert cleanup.orphan_reason({}, started, "here") is None
+    assert cleanup.orphan_reason({"host": "there", "pid": "1"}, started, "here") is None
+    assert cleanup.orphan_reason({"host": "here", "pid": "x"}, started, "here") is None
 
 
 @pytest.mark.slow

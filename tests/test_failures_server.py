@@ -8,7 +8,7 @@ from conftest import mlflow_client, polyfit, small_params
 from fault_tools import snapshot, stage_folder, store_env
 from servers import delaying_proxy, hung_server, mlflow_server
 
-from polyfit import tracking
+from polyfit.tracking import store
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_a_hung_server_fails_in_under_10_s_naming_it(tmp_path):
         done = polyfit("train", cwd=folder, env=store_env(folder, MLFLOW_TRACKING_URI=uri))
         seconds = time.monotonic() - started
     assert done.returncode == 1
-    connect, read = tracking.PROBE_TIMEOUT
+    connect, read = store.PROBE_TIMEOUT
     assert done.stderr == (
         f"polyfit train: error: MLflow tracking store {uri} unusable: no answer to GET /health "
         f"within {connect} s (connect) + {read} s (read)\n"

@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import default_params, make_project, polyfit, run, small_params, write_params
 
-from polyfit.data import TARGET_FUNCTIONS, make_dataset
-from polyfit.fit import build_optimizer, fit, make_loss
-from polyfit.gate import Rule, judge
-from polyfit.loss_metrics import train_metrics
-from polyfit.model import build_model, features
+from polyfit.core.data import TARGET_FUNCTIONS, make_dataset
+from polyfit.core.fit import build_optimizer, fit, make_loss
+from polyfit.core.loss_metrics import train_metrics
+from polyfit.core.model import Polynomial
+from polyfit.core.runtime import configure_torch
+from polyfit.core.scoring import score
 from polyfit.params import flatten, validate_params
-from polyfit.runtime import configure_torch
-from polyfit.scoring import score
+from polyfit.tools.gate import Rule, judge
 
 LOWER = Rule(better="lower", abs=0.0, rel=0.25)
 
@@ -144,18 +144,18 @@ def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict
     data, train = params.data, params.train
     x, y = make_dataset(**data.model_dump())
     configure_torch(train.threads, train.seed)
-    model = build_model(params.model.degree)
+    model = Polynomial(params.model.degree)
     optimizer = build_optimizer("RMSprop", model.parameters(), lr, train.optimizer_options())
     if loss is None:
-        objective = make_loss(gradient, model, x, y, params.model.degree)
+        objective = make_loss(gradient, model, x, y)
     else:  # the seed's step with another loss function
-        inputs = features(x, params.model.degree)
+        inputs = Polynomial(params.model.degree).features(x)
         objective = lambda: loss(model(inputs), y)  # noqa: E731
 
     history = fit(objective, optimizer, steps, train.log_every, train.divergence_factor)
     grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)
     grid_y = TARGET_FUNCTIONS[data.target](grid_x.double())
-    scores = score(model, x, y, grid_x, grid_y, params.model.degree)
+    scores = score(model, x, y, grid=(grid_x, grid_y))
     return {"train.json": train_metrics(history), "eval.json": flatten(scores)}
 
 

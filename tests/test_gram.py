@@ -9,11 +9,11 @@ import torch
 from conftest import default_params, runs_of, write_params
 
 from polyfit import paths
-from polyfit.data import make_dataset
-from polyfit.fit import build_optimizer, fit, make_loss
-from polyfit.gram import gram_loss, statistics
-from polyfit.model import build_model, coefficients, features
-from polyfit.scoring import least_squares
+from polyfit.core.data import make_dataset
+from polyfit.core.fit import build_optimizer, fit, make_loss
+from polyfit.core.gram import gram_loss, statistics
+from polyfit.core.model import Polynomial
+from polyfit.core.scoring import least_squares
 from polyfit.stages import generate, train
 
 
@@ -22,7 +22,7 @@ def noisy_data(n: int = 1000):
 
 
 def parameters_and_grads(model) -> list[torch.Tensor]:
-    linear = model[0]
+    linear = model.linear
     return [linear.bias.detach(), linear.weight.detach(), linear.bias.grad, linear.weight.grad]
 
 
@@ -30,17 +30,17 @@ def parameters_and_grads(model) -> list[torch.Tensor]:
 def test_loss_and_gradient_equal_autograds_in_float64(degree):
     x, y = noisy_data()
     torch.manual_seed(degree)
-    model = build_model(degree).double()
+    model = Polynomial(degree).double()
     with torch.no_grad():  # move off the initial weights so every term of G, c, s matters
-        model[0].weight.mul_(3)
+        model.linear.weight.mul_(3)
     # The seed's loss on the same float32 features, widened: what gram sums.
     reference_loss = torch.nn.MSELoss(reduction="sum")(
-        model(features(x, degree).double()), y.double()
+        model.from_features(model.features(x).double()), y.double()
     )
     reference_loss.backward()
     expected = [tensor.clone() for tensor in parameters_and_grads(model)]
     model.zero_grad()
-    loss = gram_loss(model, x, y, degree)()
+    loss = gram_loss(model, x, y)()
     loss.backward()
     assert loss.item() == pytest.approx(reference_loss.item(), rel=1e-12)
     for got, want in zip(parameters_and_grads(model)[2:], expected[2:], strict=True):
@@ -55,7 +55,7 @@ def test_statistics_do_not_depend_on_the_chunking():
     for a, b in zip(whole, chunked, strict=True):
         assert torch.allclose(a, b, rtol=1e-12, atol=0)
     gram, cross, total = whole
-    design = torch.cat([torch.ones(len(x), 1), features(x, 3)], dim=1).double()
+    design = torch.cat([torch.ones(len(x), 1), Polynomial(3).features(x)], dim=1).double()
     assert torch.allclose(gram, design.T @ design, rtol=1e-12)
     assert torch.allclose(cross, design.T @ y.double(), rtol=1e-12)
     assert total.item() == pytest.approx((y.double() ** 2).sum().item(), rel=1e-12)
@@ -67,9 +67,9 @@ def train_both(optimizer: str, lr: float, steps: int, options: dict):
     results = []
     for kind in ("autograd", "gram"):
         torch.manual_seed(0)
-        model = build_model(3)
+        model = Polynomial(3)
         opt = build_optimizer(optimizer, model.parameters(), lr, options)
-        history = fit(make_loss(kind, model, x, y, 3), opt, steps, 100, 1e3)
+        history = fit(make_loss(kind, model, x, y), opt, steps, 100, 1e3)
         results.append((torch.tensor(history, dtype=torch.float64), model))
     (auto_history, auto_model), (gram_history, gram_model) = results
     return auto_history, gram_history, auto_model, gram_model, least_squares(x, y, 3)
@@ -86,24 +86,24 @@ def test_rmsprop_follows_the_same_path_as_autograd():
     # ... then RMSprop circles the optimum at lr 1e-3 and the two circle out of phase.
     assert gram[-1].item() == pytest.approx(auto[-1].item(), rel=0.01)
     for model in (auto_model, gram_model):
-        assert (coefficients(model) - optimum).abs().max().item() < 1e-3
+        assert (model.coefficients() - optimum).abs().max().item() < 1e-3
 
 
 def test_lbfgs_reaches_the_least_squares_optimum():
     options = default_params()["train"]["options"]["LBFGS"]
     _, gram, _, gram_model, optimum = train_both("LBFGS", 1.0, 20, options)
-    assert (coefficients(gram_model) - optimum).abs().max().item() < 1e-5
+    assert (gram_model.coefficients() - optimum).abs().max().item() < 1e-5
     assert gram[-1].item() == pytest.approx(gram.min().item())
 
 
 def test_an_exact_fit_never_reports_a_negative_loss():
     x = torch.linspace(-2, 2, 4001)
     y = 0.5 - x + 0.25 * x**3  # a cubic: the optimum's loss is zero up to rounding
-    model = build_model(3)
+    model = Polynomial(3)
     with torch.no_grad():
-        model[0].bias.fill_(0.5)
-        model[0].weight.copy_(torch.tensor([[-1.0, 0.0, 0.25]]))
-    loss = gram_loss(model, x, y, 3)()
+        model.linear.bias.fill_(0.5)
+        model.linear.weight.copy_(torch.tensor([[-1.0, 0.0, 0.25]]))
+    loss = gram_loss(model, x, y)()
     assert 0.0 <= loss.item() < 1e-6
 
 

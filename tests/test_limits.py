@@ -203,13 +203,13 @@ def test_any_value_at_any_leaf_is_accepted_or_refused_in_one_line(path, value):
 def test_a_loss_that_overflows_from_the_start_points_at_the_data_not_the_lr():
     import torch
 
+    from polyfit.core.fit import build_optimizer, fit, make_loss
+    from polyfit.core.model import Polynomial
     from polyfit.errors import DivergedError
-    from polyfit.fit import build_optimizer, fit, make_loss
-    from polyfit.model import build_model
 
     torch.manual_seed(0)
     x = torch.linspace(-1e12, 1e12, 100)  # valid float32 data whose x^3 squared overflows
-    model = build_model(3)
+    model = Polynomial(3)
     optimizer = build_optimizer("SGD", model.parameters(), 1e-3, {})
     with pytest.raises(DivergedError, match=r"step 0 \(data\.x_\*, noise_std or model\.degree"):
-        fit(make_loss("autograd", model, x, torch.sin(x), 3), optimizer, 10, 5, 1e3)
+        fit(make_loss("autograd", model, x, torch.sin(x)), optimizer, 10, 5, 1e3)

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from polyfit.loss_metrics import TAIL_STEPS, train_metrics
+from polyfit.core.loss_metrics import TAIL_STEPS, train_metrics
 
 
 def test_endpoint_steps_and_tail_mean_of_a_long_history():

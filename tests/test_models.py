@@ -86,7 +86,8 @@ def test_registry_version_is_the_logged_model(reproduced):
 
 def by_hand(state_dict: dict, xs: list[float]) -> list[float]:
     """a + b x + c x^2 + d x^3 from the saved coefficients, in float64."""
-    (b, c, d), a = state_dict["0.weight"][0].double().tolist(), state_dict["0.bias"].item()
+    (b, c, d) = state_dict["linear.weight"][0].double().tolist()
+    a = state_dict["linear.bias"].item()
     return [a + b * x + c * x**2 + d * x**3 for x in xs]
 
 

@@ -104,8 +104,8 @@ def test_predict_evaluates_the_models_polynomial(reproduced):
     project, _, _ = reproduced
     state = torch.load(project / paths.MODEL, weights_only=True)
     # y = a + b x + c x^2 + d x^3 from the state_dict, in float64 with NumPy, not model code.
-    a = float(state["0.bias"][0])
-    b, c, d = (float(w) for w in state["0.weight"][0])
+    a = float(state["linear.bias"][0])
+    b, c, d = (float(w) for w in state["linear.weight"][0])
     xs = ["-3.1", "-1.5", "-0.25", "0", "0.7", "2", "3.14159"]
     x = np.float32([float(v) for v in xs]).astype(np.float64)  # the float32 points predict uses
     terms = np.stack([np.full_like(x, a), b * x, c * x**2, d * x**3])  # (4, N)

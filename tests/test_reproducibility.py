@@ -8,7 +8,7 @@ import pytest
 from conftest import OUTPUTS, clean_env, default_params, polyfit, write_params
 
 from polyfit import paths
-from polyfit.runtime import REPRODUCIBLE_MKL
+from polyfit.core.runtime import REPRODUCIBLE_MKL
 
 pytestmark = pytest.mark.slow
 

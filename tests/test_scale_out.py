@@ -30,7 +30,7 @@ from cluster import (
 from conftest import clean_env, dvc, mlflow_client, runs_of, small_params
 from servers import mlflow_server
 
-from polyfit.sweep import experiment_name
+from polyfit.sweep.grid import experiment_name
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "scale-out"

@@ -8,7 +8,7 @@ import pytest
 from conftest import clean_env, make_project, polyfit, run, small_params
 from servers import closed_port
 
-from polyfit.sweep import expand, experiment_name
+from polyfit.sweep.grid import expand, experiment_name
 
 
 def test_grid_uses_the_syntax_of_dvc_exp_run_s():

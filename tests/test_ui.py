@@ -14,7 +14,7 @@ from browser import Page, dump_dom
 from conftest import clean_env, default_params, mlflow_client, polyfit, write_params
 from servers import closed_port, free_port, mlflow_server, stop_server, wait_until_healthy
 
-from polyfit.ui import COLUMNS, comparison_url, comparison_view, view_tag
+from polyfit.tools.ui import COLUMNS, comparison_url, comparison_view, view_tag
 
 # (optimizer, lr, train-set mse, gap to optimum), in the order the runs are created. Neither
 # creation order (MLflow's default sort) nor run name order is the best-first order.

@@ -5,23 +5,22 @@ for torch or mlflow.
 """
 
 import argparse
-import gc
 import importlib
 import os
 import sys
 
+from polyfit.core.runtime import REPRODUCIBLE_MKL
 from polyfit.errors import PolyfitError
-from polyfit.runtime import REPRODUCIBLE_MKL
 
 TOOLS = {
-    "gate": "gate",
-    "predict": "predict",
-    "promote": "registry",
-    "runs": "runs",
-    "serve": "serve",
-    "ui": "ui",
-    "sweep": "sweep",
-    "worker": "worker",
+    "gate": "tools.gate",
+    "predict": "tools.predict",
+    "promote": "tracking.registry",
+    "runs": "tools.cleanup",
+    "serve": "tools.serve",
+    "ui": "tools.ui",
+    "sweep": "sweep.command",
+    "worker": "sweep.worker",
 }
 STAGES = {
     "generate": "make the dataset from params.data (DVC stage)",
@@ -141,18 +140,11 @@ def _add_sweep(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # Read when torch loads or first allocates, so set before any command imports torch;
-    # setdefault, so a value the user exported wins.
-    # Transparent huge pages for torch's CPU allocator: a 1e7-point step runs ~35% faster.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    # MKL's reproducible mode: the same bytes on every x86-64 CPU with AVX2 (see runtime.py).
+    # MKL reads these when torch loads, so set before any command imports torch; setdefault,
+    # so a value the user exported wins (see core/runtime.py).
     for name, value in REPRODUCIBLE_MKL.items():
         os.environ.setdefault(name, value)
-    try:
-        _run(_parser().parse_args(argv))
-    finally:
-        # Skip the collection of the ~300k objects torch and mlflow leave at exit: ~1 s each.
-        gc.freeze()
+    _run(_parser().parse_args(argv))
 
 
 def _check_memory(stage: str) -> None:

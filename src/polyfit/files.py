@@ -82,11 +82,9 @@ def read_bytes(path: Path) -> bytes:
         raise UsageError(f"{path}: cannot read: {error.strerror}") from None
 
 
-def load_tensors(path: Path, content: bytes, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
-    """Load a dict of float32 tensors with exactly the given names and shapes.
-
-    weights_only=True refuses pickled code; every other fault names the file.
-    """
+def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
+    """Load a dict of finite, dense, float32 CPU tensors, refusing pickled code
+    (weights_only=True); every fault names the file."""
     import torch
 
     try:
@@ -94,19 +92,15 @@ def load_tensors(path: Path, content: bytes, shapes: dict[str, tuple]) -> dict[s
     except Exception as error:  # damaged bytes surface as any of a dozen exception types
         reason = _load_failure(error)
         raise UsageError(f"{path}: not a tensor file polyfit can load safely: {reason}") from None
-    if not isinstance(tensors, dict) or set(tensors) != set(shapes):
-        found = sorted(map(str, tensors)) if isinstance(tensors, dict) else type(tensors).__name__
-        raise UsageError(f"{path}: expected tensors {sorted(shapes)}, found {found}")
-    for name, shape in shapes.items():
-        tensor = tensors[name]
+    if not isinstance(tensors, dict):
+        raise UsageError(f"{path}: expected a dict of tensors, found {type(tensors).__name__}")
+    for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
             kind = getattr(tensor, "dtype", type(tensor).__name__)
             raise UsageError(f"{path}: '{name}' must be a float32 tensor, found {kind}")
         if tensor.layout != torch.strided or tensor.device.type != "cpu":
             where = f"{tensor.layout} on {tensor.device}"
             raise UsageError(f"{path}: '{name}' must be a dense CPU tensor, found {where}")
-        if tuple(tensor.shape) != shape:
-            raise UsageError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, expected {shape}")
         if not torch.isfinite(tensor).all():
             raise UsageError(f"{path}: '{name}' holds NaN or infinite values")
     return tensors
@@ -123,15 +117,24 @@ def _load_failure(error: Exception) -> str:
 def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, Digests]:
     """x (n,), y (n,) and the file's digests, checked against the params' n_samples."""
     content = read_bytes(path)
-    shape = (n_samples,)
-    tensors = load_tensors(path, content, {"x": shape, "y": shape})
+    tensors = load_tensors(path, content)
+    if set(tensors) != {"x", "y"}:
+        raise UsageError(f"{path}: expected tensors ['x', 'y'], found {sorted(map(str, tensors))}")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != (n_samples,):
+            shape = tuple(tensor.shape)
+            raise UsageError(f"{path}: '{name}' has shape {shape}, expected ({n_samples},)")
     return tensors["x"], tensors["y"], digests(content)
 
 
-def load_state_dict(
-    path: Path, degree: int, content: bytes | None = None
-) -> tuple[dict[str, torch.Tensor], str]:
-    """The state_dict (read from `path` unless `content` is given), checked, and its sha256."""
-    content = read_bytes(path) if content is None else content
-    shapes = {"0.weight": (1, degree), "0.bias": (1,)}
-    return load_tensors(path, content, shapes), sha256(content)
+def load_weights(path: Path, model: torch.nn.Module) -> str:
+    """Load the state_dict file into `model` (its keys and shapes must match); its sha256."""
+    content = read_bytes(path)
+    try:
+        model.load_state_dict(load_tensors(path, content))
+    except RuntimeError as error:  # missing, unexpected or misshapen weights
+        reason = " ".join(str(error).split())
+        raise UsageError(
+            f"{path}: does not fit the model params.model describes: {reason}"
+        ) from None
+    return sha256(content)

@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 from polyfit.errors import UsageError
-from polyfit.sweep import git
-from polyfit.sweep_task import CLONE_VARIABLE, worker_label
+from polyfit.sweep.grid import git
+from polyfit.sweep.task import CLONE_VARIABLE, worker_label
 
 
 def command(address: str, host: str | None) -> list[str]:
     """The `dask worker` command line."""
     args = [sys.executable, "-m", "dask", "worker", address]
     args += ["--nthreads", "1", "--nworkers", "1", "--resources", "polyfit=1"]
-    args += ["--name", worker_label(), "--no-dashboard", "--preload", "polyfit.sweep_task"]
+    args += ["--name", worker_label(), "--no-dashboard"]
     # Dask's HTTP server (health, metrics) binds every interface unless told otherwise.
     return args + (["--host", host, "--dashboard-address", f"{host}:0"] if host else [])
 

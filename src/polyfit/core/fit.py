@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from polyfit.core.gram import gram_loss
 from polyfit.errors import DivergedError
-from polyfit.gram import gram_loss
-from polyfit.model import features
 
 # The summed squared error at the current parameters, as a tensor autograd can differentiate.
 LossFunction = Callable[[], torch.Tensor]
@@ -25,7 +24,7 @@ def build_optimizer(name: str, parameters, lr: float, options: dict) -> torch.op
 
 
 def make_loss(
-    gradient: str, model: torch.nn.Sequential, x: torch.Tensor, target: torch.Tensor, degree: int
+    gradient: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
 ) -> LossFunction:
     """The loss params.train.gradient names, over the points x (N,) and target (N,).
 
@@ -33,10 +32,10 @@ def make_loss(
     gram: the same loss from sums over the data made once here (gram.py), for large data.
     """
     if gradient == "gram":
-        return gram_loss(model, x, target, degree)
-    inputs = features(x, degree)  # (N, degree)
+        return gram_loss(model, x, target)
+    inputs = model.features(x)  # (N, degree): once, as the seed computes xx once
     loss_fn = torch.nn.MSELoss(reduction="sum")
-    return lambda: loss_fn(model(inputs), target)
+    return lambda: loss_fn(model.from_features(inputs), target)
 
 
 def fit(

@@ -11,7 +11,7 @@ import sys
 import time
 from urllib.parse import urlencode
 
-from polyfit.registry import SCORE
+from polyfit.tracking.registry import SCORE
 
 VIEW_ID = "polyfit-comparison"
 VIEW_NAME = "polyfit: train runs, best first"
@@ -70,17 +70,18 @@ def main(args) -> None:
     """`polyfit ui [--host H] [--port P]`: save the view, print its URL, run `mlflow ui`."""
     from mlflow.exceptions import MlflowException
 
-    from polyfit import paths, tracking
+    from polyfit import paths
     from polyfit.errors import PolyfitError
     from polyfit.params import load_params
+    from polyfit.tracking import store
 
     params = load_params(paths.PARAMS)
-    client, experiment_id = tracking.connect(params.mlflow.experiment)
-    uri = tracking.tracking_uri()
+    client, experiment_id = store.connect(params.mlflow.experiment)
+    uri = store.tracking_uri()
     try:  # e.g. a deleted experiment, or a server user without edit rights
         save_view(client, experiment_id)
     except MlflowException as error:
-        reason = tracking.one_line(error)
+        reason = store.one_line(error)
         raise PolyfitError(f"cannot save the comparison view in {uri}: {reason}") from None
     if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
         print(comparison_url(uri, experiment_id))

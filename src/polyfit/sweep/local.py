@@ -10,7 +10,7 @@ import sys
 import time
 
 from polyfit.errors import PolyfitError
-from polyfit.sweep import Result, error_line, progress, read_result
+from polyfit.sweep.grid import Result, error_line, progress, read_result
 
 POLL_SECONDS = 2
 # DVC's queue workers can stop while tasks are still queued (treeverse/dvc#10562; seen here when
@@ -62,7 +62,7 @@ def _queue(repo, named: dict[str, list[str]]) -> dict[str, str]:
 
 
 def _exists(repo, name: str) -> bool:
-    from polyfit.sweep import experiment_ref
+    from polyfit.sweep.grid import experiment_ref
 
     return repo.scm.get_ref(experiment_ref(repo.scm.get_rev(), name)) is not None
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from polyfit.model import design
+from polyfit.core.model import Polynomial, design
+from polyfit.errors import UsageError
 
 CHUNK_ROWS = 1 << 16  # float64 temporaries of a few MB, however many samples
 
@@ -36,11 +37,13 @@ def statistics(
 
 
 def gram_loss(
-    model: torch.nn.Sequential, x: torch.Tensor, target: torch.Tensor, degree: int
+    model: Polynomial, x: torch.Tensor, target: torch.Tensor
 ) -> Callable[[], torch.Tensor]:
-    """The summed squared error of model (Linear, Flatten) on (x, target), from statistics."""
-    gram, cross, total = statistics(x, target, degree)
-    linear = model[0]
+    """The summed squared error of a Polynomial on (x, target), from statistics."""
+    if not isinstance(model, Polynomial):
+        raise UsageError("train.gradient: gram works for the Polynomial model only; use autograd")
+    gram, cross, total = statistics(x, target, model.degree)
+    linear = model.linear
 
     def loss() -> torch.Tensor:
         theta = torch.cat([linear.bias, linear.weight[0]]).double()  # (degree + 1,): b, then w

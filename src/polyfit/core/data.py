@@ -15,3 +15,12 @@ def make_dataset(
         generator = torch.Generator().manual_seed(seed)
         y = y + noise_std * torch.randn(n_samples, generator=generator)
     return x, y
+
+
+def target_grid(
+    target: str, x_min: float, x_max: float, points: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense grid over [x_min, x_max] (float32, as the model sees x) and the noise-free target
+    on it (float64): what the model should have learned, beyond its training points."""
+    grid_x = torch.linspace(x_min, x_max, points)
+    return grid_x, TARGET_FUNCTIONS[target](grid_x.double())

@@ -65,9 +65,10 @@ def promote(client, name: str, version: str | None) -> str:
 
 def main(args) -> None:
     """`polyfit promote [--version N]`."""
-    from polyfit import paths, tracking
+    from polyfit import paths
     from polyfit.params import load_params
+    from polyfit.tracking import store
 
     params = load_params(paths.PARAMS)
-    client = tracking.make_client(tracking.tracking_uri())
+    client = store.make_client(store.tracking_uri())
     print(promote(client, params.mlflow.registered_model, args.version))

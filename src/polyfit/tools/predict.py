@@ -7,7 +7,7 @@ from polyfit.params import load_params
 
 def main(args) -> None:
     if args.model:
-        from polyfit.logged_model import load_model
+        from polyfit.tracking.model import load_model
 
         predictions = load_model(args.model).predict(args.x)
     else:
@@ -17,15 +17,15 @@ def main(args) -> None:
 
 
 def predict_file(xs: list[float]) -> list[float]:
-    """The DVC output's predictions at xs, loaded with weights_only=True and shape checks."""
-    degree = load_params(paths.PARAMS).model.degree
-    state_dict, _ = files.load_state_dict(paths.MODEL, degree)
+    """The DVC output's predictions at xs: the model params.model describes, with the weights
+    loaded with weights_only=True."""
+    model_config = load_params(paths.PARAMS).model.model_dump()
 
     import torch
 
-    from polyfit.model import build_model, predict
+    from polyfit.core.model import build_model, predict
 
-    model = build_model(degree)
-    model.load_state_dict(state_dict)
+    model = build_model(model_config)
+    files.load_weights(paths.MODEL, model)
     x = torch.tensor(xs, dtype=torch.float32)  # the dtype the model was trained in
-    return predict(model, x, degree).tolist()
+    return predict(model, x).tolist()

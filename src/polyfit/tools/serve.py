@@ -12,7 +12,7 @@ from polyfit.params import load_params
 
 def main(args) -> None:
     model = args.model or f"models:/{load_params(paths.PARAMS).mlflow.registered_model}@champion"
-    from polyfit.tracking import tracking_uri
+    from polyfit.tracking.store import tracking_uri
 
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri()  # the store the stages log to
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # the model is code + tensors

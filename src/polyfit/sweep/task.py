@@ -11,23 +11,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-from polyfit.sweep import Result, error_line, experiment_ref, git, read_result
+from polyfit.sweep.grid import Result, error_line, experiment_ref, git, read_result
 
 CLONE_VARIABLE = "POLYFIT_WORKER_CLONE"  # set by `polyfit worker`
 # Under "distributed", whose handler `dask worker` sets up: the lines land in the worker's log.
 log = logging.getLogger("distributed.polyfit")
-
-
-def dask_setup(worker) -> None:
-    """Run by `dask worker --preload`: import MLflow (~3 s) before the first task needs it."""
-    threading.Thread(target=_import_mlflow, daemon=True).start()
-
-
-def _import_mlflow() -> None:
-    from mlflow.tracking import MlflowClient  # noqa: F401
 
 
 def clone_dir() -> str:
@@ -112,14 +102,14 @@ def _end_lost_runs(name: str, clone: str) -> str | None:
     One task at a time runs a name, so any run of it still RUNNING now belongs to a lost attempt.
     Returns why the store could not be read, or None.
     """
-    from polyfit import tracking
     from polyfit.errors import PolyfitError
     from polyfit.params import load_params
+    from polyfit.tracking import runs, store
 
     here = os.getcwd()
     os.chdir(clone)  # the store and params of the clone (one task at a time per worker)
     try:
-        client, experiment_id = tracking.connect(load_params(Path("params.yaml")).mlflow.experiment)
+        client, experiment_id = store.connect(load_params(Path("params.yaml")).mlflow.experiment)
         found = client.search_runs(
             [experiment_id], f"tags.dvc_exp = '{name}' and attributes.status = 'RUNNING'"
         )
@@ -127,7 +117,7 @@ def _end_lost_runs(name: str, clone: str) -> str | None:
             tags = run.data.tags
             lost = f"{tags.get('host', '?')} (pid {tags.get('pid', '?')})"
             reason = f"worker {lost} lost; {name} rerun on {worker_label()}"
-            tracking.end_run(client, run.info.run_id, "KILLED", reason)
+            runs.end_run(client, run.info.run_id, "KILLED", reason)
         return None
     except PolyfitError as error:
         return f"MLflow: {error}"

@@ -1,14 +1,16 @@
 """The trained model as an MLflow 3 LoggedModel: logged by train, loaded by predict and serving.
 
-The model is a pyfunc "from code" (serving.py) plus the state_dict file as an artifact: nothing
-is pickled, so it loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false. Logging it runs neither
-the model nor a requirements-inference subprocess, so the stage process never imports torch.
+The model is a pyfunc "from code" (serving.py, with polyfit's core package as code_paths) plus
+the state_dict file as an artifact: nothing is pickled, so it loads with
+MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false. Requirements are pinned here, so MLflow infers none
+in a subprocess.
 """
 
 import contextlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -19,6 +21,7 @@ from polyfit.errors import UsageError
 NAME = "model"  # runs:/<run id>/model
 INPUT_EXAMPLE = [-1.0, 0.0, 0.5, 1.0]  # x in, y out
 SERVING_CODE = Path(__file__).with_name("serving.py")
+PACKAGE = Path(__file__).parents[1]  # src/polyfit: its __init__.py and core/ are shipped
 
 
 def requirements() -> list[str]:
@@ -26,18 +29,9 @@ def requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}"]
 
 
-def preload() -> None:
-    """Import pyfunc and run now the check MLflow makes when saving a model: whether the pinned
-    requirements are installed. It scans every installed package (~0.4 s) and caches the scan;
-    train does this while its worker trains."""
-    import mlflow.pyfunc  # noqa: F401
-    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
-
-    warn_dependency_requirement_mismatches(requirements())
-
-
-def log_model(run, state_dict: Path, params: dict, tags: dict) -> str:
-    """Log the state_dict file as a LoggedModel of the (train) run; return its model_id."""
+def log_model(run, state_dict: Path, model_config: dict, params: dict, tags: dict) -> str:
+    """Log the state_dict file as a LoggedModel of the (train) run; return its model_id.
+    model_config is params.model: what build_model needs to rebuild the model at load time."""
     import mlflow.pyfunc
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model, ModelSignature
@@ -63,6 +57,8 @@ def log_model(run, state_dict: Path, params: dict, tags: dict) -> str:
             folder,
             mlflow_model=description,
             python_model=str(SERVING_CODE),
+            code_paths=[str(_core_package(Path(scratch) / "code"))],
+            model_config=model_config,
             artifacts={"state_dict": str(state_dict)},
             signature=signature,
             input_example=INPUT_EXAMPLE,
@@ -75,6 +71,16 @@ def log_model(run, state_dict: Path, params: dict, tags: dict) -> str:
             raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return logged.model_id
+
+
+def _core_package(folder: Path) -> Path:
+    """A copy of polyfit/__init__.py and polyfit/core/: all the served model imports."""
+    package = folder / "polyfit"
+    shutil.copytree(
+        PACKAGE / "core", package / "core", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy2(PACKAGE / "__init__.py", package / "__init__.py")
+    return package
 
 
 def load_model(uri: str):
@@ -98,7 +104,7 @@ def load_model(uri: str):
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Keep MLflow's advice off stderr: it asks for the type hints we leave out on purpose
-    (they would run the model, and import torch, while logging it). Errors still raise."""
+    (they would run the model while logging it). Errors still raise."""
     logger = logging.getLogger("mlflow.pyfunc")
     level = logger.level
     logger.setLevel(logging.WARNING)  # "Validating input example against model signature"

@@ -5,7 +5,7 @@ committed and pushed: a sweep of unpushed code would run something else, or noth
 """
 
 from polyfit.errors import PolyfitError, UsageError
-from polyfit.sweep import Result, git, progress
+from polyfit.sweep.grid import Result, git, progress
 
 CONNECT_TIMEOUT = 5  # seconds; with the imports an unreachable scheduler fails in < 10 s
 HEARTBEAT = 30  # seconds between progress lines while nothing finishes
@@ -46,7 +46,7 @@ def run(named: dict[str, list[str]], address: str, commit: str) -> list[Result]:
     client = connect(address)
     from distributed import wait
 
-    from polyfit.sweep_task import run_configuration
+    from polyfit.sweep.task import run_configuration
 
     futures = {
         client.submit(

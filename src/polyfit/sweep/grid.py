@@ -1,5 +1,4 @@
-"""`polyfit sweep`: one DVC experiment per configuration of a grid, on the local DVC queue or on
-a Dask cluster (dask_sweep.py), then one table of the results, best first.
+"""The grid of a sweep: expand -S overrides into configurations, name them, read their results.
 
 The grid uses the syntax of `dvc exp run -S` (DVC's own hydra parser): `train.lr=1e-3,1e-2`,
 `choice(...)`, `range(...)`. `--also` starts another grid, so configurations that are not a
@@ -8,7 +7,6 @@ product (each optimizer with its own learning rate) fit in one command.
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -98,62 +96,7 @@ def error_line(output: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def table(results: list[Result]) -> str:
-    """Markdown table, best (lowest eval mse) first, failed configurations last."""
-    ranked = sorted(results, key=lambda r: (not r.ok, r.mse if r.mse is not None else 0.0))
-    rows = ["| experiment | changed params | final_loss | eval mse | gap_to_optimum | worker |"]
-    rows.append("|---|---|---|---|---|---|")
-    for r in ranked:
-        numbers = [_number(v) for v in (r.final_loss, r.mse, r.gap)] if r.ok else ["failed"] * 3
-        rows.append(f"| {r.name} | {' '.join(r.overrides)} | {' | '.join(numbers)} | {r.worker} |")
-    return "\n".join(rows)
-
-
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
-
-
 def progress(done: int, running: int, failed: int, total: int, note: str = "") -> None:
     """One progress line on stderr: the table goes to stdout."""
     line = f"sweep: {done}/{total} done, {running} running, {failed} failed"
     print(line + (f"  {note}" if note else ""), file=sys.stderr, flush=True)
-
-
-def main(args) -> None:
-    if not NAME_PATTERN.fullmatch(args.name):
-        raise UsageError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-'")
-    if args.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    groups = _split_groups(args.overrides or [])
-    configurations = expand(groups)
-    named = {experiment_name(args.name, c): c for c in configurations}
-    scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if scheduler:
-        from polyfit import dask_sweep
-
-        commit = dask_sweep.check_workspace()  # refuse before anything is printed or sent
-        print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
-        results = dask_sweep.run(named, scheduler, commit)
-    else:
-        from polyfit import local_sweep
-
-        print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
-        results = local_sweep.run(named, args.jobs)
-    print(table(results))
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        line = f"polyfit sweep: error: {r.name} failed ({' '.join(r.overrides)}): {r.reason}"
-        print(line, file=sys.stderr)
-    if failed:
-        sys.exit(1)
-
-
-def _split_groups(overrides: list[str | None]) -> list[list[str]]:
-    """-S values, split into grids at each --also (stored as None)."""
-    groups: list[list[str]] = [[]]
-    for override in overrides:
-        if override is None:
-            groups.append([])
-        else:
-            groups[-1].append(override)
-    return [group for group in groups if group] or [[]]

@@ -9,15 +9,16 @@ import os
 import socket
 from pathlib import Path
 
-from polyfit import paths, tracking
+from polyfit import paths
 from polyfit.params import load_params
+from polyfit.tracking import runs, store
 
 PAGE_SIZE = 1000
 
 
 def main(args) -> None:
     params = load_params(paths.PARAMS)
-    client, experiment_id = tracking.connect(params.mlflow.experiment)
+    client, experiment_id = store.connect(params.mlflow.experiment)
     host = socket.gethostname()
     killed = left = 0
     for run in running_runs(client, experiment_id):
@@ -25,7 +26,7 @@ def main(args) -> None:
         if reason is None:
             left += 1
             continue
-        tracking.end_run(client, run.info.run_id, "KILLED", reason)
+        runs.end_run(client, run.info.run_id, "KILLED", reason)
         killed += 1
         print(f"marked KILLED: run {run.info.run_id} ({run.info.run_name}): {reason}")
     print(f"{killed} run(s) marked KILLED, {left} left RUNNING (live, other host or untagged)")

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from polyfit.model import coefficients, design, predict
+from polyfit.core.model import Polynomial, design, predict
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor, degree: int) -> torch.Tensor:
@@ -30,21 +30,28 @@ def errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict:
     return {"mse": mse, "rmse": math.sqrt(mse), "max_abs_error": residual.abs().max().item()}
 
 
-def score(model, x, y, grid_x, grid_y, degree: int) -> dict:
-    """Metrics on the training points and on a dense grid, next to the least-squares optimum."""
-    optimum = least_squares(x, y, degree)
-    coefs = coefficients(model)
-    train_set = errors(predict(model, x, degree), y)
+def score(model: torch.nn.Module, x, y, grid: tuple | None = None) -> dict:
+    """Errors on the training points and, given (grid_x, grid_y), on a dense grid of the
+    noise-free target; for a Polynomial, also how far it is from the least-squares optimum."""
+    scores = {"train_set": errors(predict(model, x), y)}
+    if grid is not None:
+        scores["grid"] = errors(predict(model, grid[0]), grid[1])
+    if isinstance(model, Polynomial):
+        scores |= against_optimum(model, x, y, grid, scores["train_set"]["mse"])
+    return scores
+
+
+def against_optimum(model: Polynomial, x, y, grid: tuple | None, mse: float) -> dict:
+    """The least-squares polynomial of the model's degree: its errors, and the model's distance."""
+    optimum = least_squares(x, y, model.degree)
+    coefs = model.coefficients()
     optimum_mse = errors(polynomial(optimum, x), y)["mse"]
-    return {
-        "train_set": train_set,
-        "grid": errors(predict(model, grid_x, degree), grid_y),
-        "optimum": {
-            "train_set_mse": optimum_mse,
-            "grid_mse": errors(polynomial(optimum, grid_x), grid_y)["mse"],
-        },
+    scores = {"optimum": {"train_set_mse": optimum_mse}}
+    if grid is not None:
+        scores["optimum"]["grid_mse"] = errors(polynomial(optimum, grid[0]), grid[1])["mse"]
+    return scores | {
         # (model mse - optimum mse) / optimum mse: 0 is as good as this polynomial family gets
-        "gap_to_optimum": (train_set["mse"] - optimum_mse) / max(optimum_mse, sys.float_info.min),
+        "gap_to_optimum": (mse - optimum_mse) / max(optimum_mse, sys.float_info.min),
         "coef_distance": torch.linalg.vector_norm(coefs - optimum).item(),
         "coef_max_abs_diff": (coefs - optimum).abs().max().item(),
     }

@@ -1,12 +1,12 @@
 """Make torch deterministic and sized from params before any tensor work.
 
-Imports torch only inside configure_torch, so the CLI can read REPRODUCIBLE_MKL for free.
+Imports torch only inside functions, so the CLI can read REPRODUCIBLE_MKL for free.
 """
 
-# MKL's conditional numerical reproducibility, set by the CLI before torch loads: the same
-# kernels and summation order on every x86-64 CPU, Intel or AMD, AVX2 or AVX-512. COMPATIBLE,
-# not AVX2: MKL_CBWR=AVX2 holds on Intel CPUs only (elsewhere MKL falls back to its own
-# dispatch). CNR also needs a fixed thread count: train.threads, and no dynamic adjustment.
+# MKL's conditional numerical reproducibility, set by the CLI before torch loads. On Intel CPUs
+# it makes MKL take one code path whatever the instruction set (AVX2 and AVX-512 give the same
+# bytes); on AMD it changes nothing measurable. CNR also needs a fixed thread count:
+# train.threads, and no dynamic adjustment. See docs/determinism.md.
 REPRODUCIBLE_MKL = {"MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE"}
 
 

@@ -1,0 +1,2 @@
+"""The maths: data, the model, the training loop and the scores. torch only: no MLflow, DVC
+or files."""

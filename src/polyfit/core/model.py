@@ -1,0 +1,60 @@
+"""The model: the seed's cubic as one nn.Module that takes x and owns its features.
+
+Every consumer (train, evaluate, predict, the served MLflow model) builds it with build_model
+from params.model, so the architecture is written once. To fit another model, replace the class
+and build_model; keep `features` and `from_features` (see "Your own data and model", README).
+"""
+
+import torch
+
+
+class Polynomial(torch.nn.Module):
+    """y = a + b x + c x^2 + ...: the seed's Linear(degree, 1), Flatten(0, 1) on x^1..x^degree."""
+
+    def __init__(self, degree: int):
+        super().__init__()
+        self.degree = degree
+        self.linear = torch.nn.Linear(degree, 1)
+        self.flatten = torch.nn.Flatten(0, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) -> (N, degree): x^1 .. x^degree, as the seed's `x.unsqueeze(-1).pow(p)`."""
+        powers = torch.arange(1, self.degree + 1, device=x.device)
+        return x.unsqueeze(-1).pow(powers)
+
+    def from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, degree) -> (N,). Training computes the features once, as the seed does."""
+        return self.flatten(self.linear(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) -> (N,)."""
+        return self.from_features(self.features(x))
+
+    def coefficients(self) -> torch.Tensor:
+        """(degree + 1,) float64: the polynomial's a, b, c, ... in increasing power."""
+        return torch.cat([self.linear.bias.detach(), self.linear.weight.detach()[0]]).double()
+
+    def formula(self) -> str:
+        """The seed's `y = a + b x + c x^2 + d x^3` line."""
+        a, *rest = self.coefficients().tolist()
+        powers = ["x"] + [f"x^{power}" for power in range(2, self.degree + 1)]
+        terms = [f"{c} {power}" for c, power in zip(rest, powers, strict=True)]
+        return "y = " + " + ".join([f"{a}", *terms])
+
+
+def build_model(config: dict) -> torch.nn.Module:
+    """The model params.model describes (its keys are the constructor's arguments)."""
+    return Polynomial(**config)
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Model output at the points x (N,) -> (N,), without tracking gradients."""
+    with torch.no_grad():
+        return model(x)
+
+
+def design(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """(N,) -> (N, degree + 1): a column of ones (the bias), then x^1..x^degree, in x's dtype:
+    the polynomial's design matrix, for least squares and gram's sums."""
+    powers = torch.arange(1, degree + 1, device=x.device)
+    return torch.cat([torch.ones_like(x).unsqueeze(-1), x.unsqueeze(-1).pow(powers)], dim=1)

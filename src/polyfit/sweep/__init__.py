@@ -1,0 +1,1 @@
+"""Sweeps: a grid of DVC experiments on the local queue or on Dask workers."""

@@ -1,0 +1,1 @@
+"""The commands around the pipeline: gate, predict, promote, serve, ui, runs cleanup."""

@@ -1,0 +1,1 @@
+"""Everything MLflow: the store, runs, the logged model, its serving code and the registry."""
