@@ -6,7 +6,8 @@ import pytest
 from conftest import REPO, default_params, write_params
 
 from polyfit.errors import UsageError
-from polyfit.params import load_params, parse_yaml, validate_params
+from polyfit.params import load_params, validate_params
+from polyfit.yaml12 import parse_yaml
 
 
 def mutated(path: str, value):

@@ -149,9 +149,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _check_memory(stage: str) -> None:
     """Refuse params whose data would not fit in memory before the stage allocates anything."""
-    from polyfit import params, paths
+    from polyfit import paths
+    from polyfit.memory import check_memory
+    from polyfit.params import load_params
 
-    params.check_memory(params.load_params(paths.PARAMS), stage, str(paths.PARAMS))
+    check_memory(load_params(paths.PARAMS), stage, str(paths.PARAMS))
 
 
 def _run(args: argparse.Namespace) -> None:

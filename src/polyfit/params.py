@@ -5,15 +5,13 @@ stops the pipeline before it writes anything.
 """
 
 import math
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from polyfit.errors import UsageError
+from polyfit.yaml12 import describe, parse_yaml
 
 TARGETS = ("sin", "cos", "exp")
 OPTIMIZERS = ("SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "LBFGS")
@@ -187,89 +185,6 @@ def _check_float32_data(data: DataParams, degree: int) -> None:
         raise ValueError(f"data.noise_std ({data.noise_std:g}): y + noise overflows float32")
 
 
-# Memory: bytes a stage allocates, as per-item costs read off the stage code (float32 4 B,
-# float64 8 B), counting the temporaries of a step as if alive at once: an upper estimate of
-# the peak, checked before anything is allocated. The ~1 GB of the torch and MLflow imports is
-# not counted: it is already paid when a stage could be refused.
-GENERATE_PER_SAMPLE = (
-    8  # x, y (float32)
-    + 12  # randn, noise_std * randn, y + noise
-    + 16  # torch.save into a buffer, and the buffer's copy (getvalue)
-    + 24  # those bytes pickled through the pipe: the child's copy, the parent's read and result
-)
-LOADED_PER_SAMPLE = 16  # the dataset file's bytes, then its x, y tensors
-TRAIN_PER_STEP = (
-    64  # the loss history, a Python list of floats, in the torch worker and in the stage process
-    + 16  # that list pickled through the pipe
-    + 80  # plots/loss.csv as text: one line per step, then joined and encoded
-    + 88  # matplotlib's arrays for the loss picture (x, y, the path and its transform)
-)
-EVALUATE_PER_SAMPLE = (
-    LOADED_PER_SAMPLE
-    + 32  # float64 x and y for lstsq, and lstsq's copy of y
-    + 36  # the model's prediction and errors(): two float64 copies, residual, square/abs
-    + 32  # polynomial(optimum, x) in float64: x, result and a Horner temporary, errors' residual
-)
-EVALUATE_PER_GRID_POINT = (
-    4  # grid_x
-    + 16  # grid_x.double() and the target on it
-    + 36  # the model's prediction and errors()
-    + 32  # polynomial(optimum, grid_x)
-)
-
-
-def memory_needed(params: Params, stage: str) -> tuple[int, str]:
-    """(estimated peak bytes of the stage, the params key that contributes most)."""
-    n, degree = params.data.n_samples, params.model.degree
-    if stage == "generate":
-        return n * GENERATE_PER_SAMPLE, "data.n_samples"
-    if stage == "train":
-        per_sample = LOADED_PER_SAMPLE
-        if params.train.gradient == "autograd":  # gram reads the data in fixed-size chunks
-            per_sample += 4 * degree + 12  # features (N, degree), output, residual, gradient
-        parts = {
-            "data.n_samples": n * per_sample,
-            "train.steps": params.train.steps * TRAIN_PER_STEP,
-        }
-    else:
-        per_sample = EVALUATE_PER_SAMPLE + 16 * (degree + 1) + 4 * degree  # design, copy, features
-        per_point = EVALUATE_PER_GRID_POINT + 4 * degree  # the features of the grid
-        grid = params.evaluate.grid_points * per_point
-        parts = {"data.n_samples": n * per_sample, "evaluate.grid_points": grid}
-    return sum(parts.values()), max(parts, key=parts.get)
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo (what can be allocated without swapping), in bytes."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # free pages, elsewhere
-
-
-def check_memory(params: Params, stage: str, source: str, available: int | None = None) -> None:
-    """Refuse a stage whose estimated allocation exceeds the memory available."""
-    needed, key = memory_needed(params, stage)
-    available = available_memory() if available is None else available
-    if needed > available:
-        raise UsageError(
-            f"{source}: {key}: {stage} would need about {needed} bytes ({_size(needed)}) of "
-            f"memory, {available} bytes ({_size(available)}) available"
-        )
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if count < 1000 or unit == "PB":
-            return f"{count:.3g} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
-
-
 def load_params(path: Path) -> Params:
     """Parse and validate the params file; raise UsageError with one line on any problem."""
     try:
@@ -281,54 +196,6 @@ def load_params(path: Path) -> Params:
     return validate_params(parse_yaml(text, str(path)), source=str(path))
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float, as YAML 1.2 and DVC do, and refuses repeated keys.
-
-    PyYAML follows YAML 1.1, where `1e-3` is a string; DVC reads params.yaml as YAML 1.2 and
-    writes floats that way (`dvc exp run -S train.lr=1e-6` stores `lr: 1e-06`), so we must agree.
-    A key given twice would otherwise silently take the last value.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not _hashable(key):
-                continue  # SafeLoader's own check reports it
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} repeated", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _hashable(key: object) -> bool:
-    try:
-        hash(key)
-    except TypeError:
-        return False
-    return True
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def parse_yaml(text: str, source: str) -> object:
-    """Parse YAML (1.2 floats) with a one-line UsageError naming the line of a syntax error."""
-    try:
-        return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: builds no objects
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise UsageError(f"{source}: malformed YAML{line}: {problem}") from None
-
-
 def validate_params(raw: object, source: str = "params") -> Params:
     """Validate an already-parsed mapping (as read from YAML)."""
     if not isinstance(raw, dict):
@@ -337,35 +204,6 @@ def validate_params(raw: object, source: str = "params") -> Params:
         return Params.model_validate(raw)
     except ValidationError as error:
         raise UsageError(f"{source}: {describe(error)}") from None
-
-
-def describe(error: ValidationError) -> str:
-    """One line naming the first bad key and what is wrong with it."""
-    first = error.errors()[0]
-    key = ".".join(str(part) if str(part).isprintable() else repr(part) for part in first["loc"])
-    kind, value = first["type"], first.get("input")
-    if kind == "missing":
-        message = "missing key"
-    elif kind == "extra_forbidden":
-        message = "unknown key"
-    elif isinstance(value, str) and _reads_as_number(value):
-        message = f"got the string {value!r}; write the number without quotes: {float(value)!r}"
-    else:
-        message = first["msg"].removeprefix("Value error, ")
-        if kind not in ("value_error",):
-            shown = repr(value)
-            message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    if more := len(error.errors()) - 1:
-        message += f" (and {more} more problem{'s' * (more > 1)})"
-    return f"{key}: {message}" if key else message
-
-
-def _reads_as_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
