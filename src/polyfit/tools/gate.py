@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from polyfit import paths
 from polyfit.errors import UsageError
-from polyfit.params import describe, flatten, parse_yaml
+from polyfit.params import flatten
+from polyfit.yaml12 import describe, parse_yaml
 
 
 class Rule(BaseModel):
