@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from polyfit.core.runtime import configure_torch
 from polyfit.core.scoring import score
 from polyfit.params import flatten, validate_params
 from polyfit.tools.gate import Rule, judge
+from polyfit.tracking.provenance import cpu_description
 
 LOWER = Rule(better="lower", abs=0.0, rel=0.25)
 
@@ -57,6 +60,17 @@ def test_unchanged_metrics_pass_and_report_is_written(project):
     assert report == done.stdout
     assert "| metric | baseline | current | change | rule | verdict |" in report
     assert "all 5 gated metrics hold" in report
+
+
+def test_the_report_names_the_cpu_the_gate_ran_on(project):
+    """In CI the gate runs where the metrics were reproduced: the report says which CPU."""
+    done = polyfit("gate", cwd=project)
+    cpu = cpu_description()
+    assert f"Gate run on **{cpu['model']} ({cpu['vendor']})**" in done.stdout
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "vendor_id" in cpuinfo.read_text():  # x86 Linux, as in CI
+        vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo.read_text(), re.MULTILINE)
+        assert cpu["vendor"] == vendor.group(1) and cpu["model"] in cpuinfo.read_text()
 
 
 def test_change_within_tolerance_passes(project):
@@ -149,8 +163,8 @@ def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict
     if loss is None:
         objective = make_loss(gradient, model, x, y)
     else:  # the seed's step with another loss function
-        inputs = Polynomial(params.model.degree).features(x)
-        objective = lambda: loss(model(inputs), y)  # noqa: E731
+        inputs = model.features(x)  # (N, degree), once, as make_loss does
+        objective = lambda: loss(model.from_features(inputs), y)  # noqa: E731
 
     history = fit(objective, optimizer, steps, train.log_every, train.divergence_factor)
     grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)

@@ -12,7 +12,9 @@ from polyfit.core.runtime import REPRODUCIBLE_MKL
 
 pytestmark = pytest.mark.slow
 
-# Stand-ins for other CPUs: each forces kernels this machine would not pick by itself.
+# Stand-ins for other CPUs: each forces kernels this machine would not pick by itself. Not ATen's
+# scalar kernels (ATEN_CPU_CAPABILITY=default): they give other numbers even on one machine, so
+# no identity is claimed for them (docs/determinism.md, the measured spread).
 CODE_PATHS = {
     "default": {},
     "MKL AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},

@@ -1,7 +1,9 @@
 """`polyfit gate`: fail CI when a metric regresses against the metrics committed at a revision.
 
 `dvc metrics diff` reports but always exits 0; this applies the rules in gate.yaml and exits
-0 (every rule holds), 1 (a regression, or a gated metric missing or NaN) or 2 (usage error).
+0 (every rule holds), 1 (a regression, or a gated metric missing on one side or NaN) or 2 (usage
+error). A gated metric missing on both sides does not apply to this model or data (the
+polynomial-only metrics, for a model of your own): reported as such, not judged.
 """
 
 import json
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from polyfit import paths
 from polyfit.errors import UsageError
 from polyfit.params import flatten
+from polyfit.tracking.provenance import cpu_description  # no torch, no MLflow
 from polyfit.yaml12 import describe, parse_yaml
 
 
@@ -36,11 +39,16 @@ class Verdict(BaseModel):
     rule: Rule
     passed: bool
     note: str
+    applicable: bool = True
 
 
 def judge(metric: str, baseline, current, rule: Rule) -> Verdict:
-    """Does `current` stay within the rule's tolerance of `baseline`? Missing or NaN fails."""
+    """Does `current` stay within the rule's tolerance of `baseline`? Missing on one side or
+    NaN fails; missing on both sides is not applicable."""
     sides = {"baseline": _as_number(baseline), "current": _as_number(current)}
+    if baseline is None and current is None:  # a polynomial's metric, for a model of your own
+        note = "not applicable: missing on both sides"
+        return Verdict(metric=metric, rule=rule, passed=True, note=note, applicable=False, **sides)
     problem = next(
         (
             f"{why} on the {side} side"
@@ -82,26 +90,33 @@ def _change(verdict: Verdict) -> str:
     return f"{delta:+.4g}{relative}"
 
 
-def render(verdicts: list[Verdict], params_changed: list[tuple], baseline: str) -> str:
-    """The markdown report: metric table, result line, then the params that differ."""
+def render(verdicts: list[Verdict], params_changed: list[tuple], baseline: str, cpu: str) -> str:
+    """The markdown report: the machine, metric table, result line, then the params that differ."""
     lines = [
         f"## polyfit gate: workspace vs {baseline}",
+        "",
+        f"Gate run on **{cpu}**; in CI, the CPU that reproduced the current metrics. Metrics "
+        "differ slightly between CPU vendors, within these tolerances (docs/determinism.md).",
         "",
         "| metric | baseline | current | change | rule | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for v in verdicts:
         verdict = "pass" if v.passed else f"**FAIL**: {v.note}"
+        verdict = verdict if v.applicable else v.note
         lines.append(
             f"| {v.metric} | {_number(v.baseline)} | {_number(v.current)} "
             f"| {_change(v)} | {v.rule} | {verdict} |"
         )
     failed = [v.metric for v in verdicts if not v.passed]
+    judged = [v for v in verdicts if v.applicable]
+    skipped = len(verdicts) - len(judged)
+    not_applicable = f" ({skipped} not applicable)" if skipped else ""
     lines += [
         "",
         f"**Result: {len(failed)} regression(s): {', '.join(failed)}**"
         if failed
-        else f"**Result: all {len(verdicts)} gated metrics hold.**",
+        else f"**Result: all {len(judged)} gated metrics hold{not_applicable}.**",
         "",
         "### Params that differ",
         "",
@@ -172,6 +187,12 @@ def params_diff(commit: str) -> list[tuple]:
     ]
 
 
+def this_cpu() -> str:
+    """'model (vendor)' of the machine the gate runs on."""
+    cpu = cpu_description()
+    return f"{cpu['model']} ({cpu['vendor']})"
+
+
 def main(args) -> None:
     rules = load_rules(paths.GATE_RULES)
     commit = resolve(args.baseline)
@@ -184,7 +205,8 @@ def main(args) -> None:
             judge(f"{file}: {metric}", baseline.get(metric), current.get(metric), rule)
             for metric, rule in metric_rules.items()
         ]
-    report = render(verdicts, params_diff(commit), f"`{args.baseline}` ({commit[:8]})")
+    against = f"`{args.baseline}` ({commit[:8]})"
+    report = render(verdicts, params_diff(commit), against, this_cpu())
     print(report, end="")
     if args.report:
         Path(args.report).write_text(report)
