@@ -24,6 +24,8 @@ from polyfit.errors import DivergedError, UsageError
 
 N = 8  # samples in the hand-made dataset files
 REFUSED = "not a tensor file polyfit can load safely"
+DAMAGED_ZIP = f"{REFUSED}: a zip archive but not a complete torch.save one (damaged or truncated)"
+UNKNOWN = f"{REFUSED}: neither a torch.save zip archive nor a tensor pickle"
 SGD_PLAIN = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
 
 
@@ -58,10 +60,12 @@ def code_carriers(marker) -> dict[str, bytes]:
 
 
 DATA_CASES = {
-    "truncated": (lambda: dataset()[: len(dataset()) // 2], REFUSED),
-    "garbage": (lambda: random.Random(0).randbytes(600), REFUSED),
-    "empty": (lambda: b"", REFUSED),
-    "text": (lambda: b"x,y\n0.0,0.0\n", REFUSED),
+    # The cause in words, not torch's opcodes ("Unsupported operand 120") or a bare KeyError.
+    "truncated": (lambda: dataset()[: len(dataset()) // 2], DAMAGED_ZIP),
+    "garbage": (lambda: random.Random(0).randbytes(600), UNKNOWN),
+    "empty": (lambda: b"", f"{REFUSED}: the file is empty"),
+    "text": (lambda: b"x,y\n0.0,0.0\n", f"{REFUSED}: it is a text file starting 'x,y', not"),
+    "one word": (lambda: b"error\n", f"{REFUSED}: it is a text file starting 'error', not"),
     "too many samples": (lambda: dataset(N + 1), "'x' has shape (9,), expected (8,)"),
     "2-d": (lambda: dataset(x=torch.zeros(N, 1)), "'x' has shape (8, 1), expected (8,)"),
     "float64": (lambda: dataset(y=torch.zeros(N).double()), "'y' must be a float32 tensor"),
@@ -133,8 +137,8 @@ MODEL_CASES = {
         'Missing key(s) in state_dict: "linear.bias"',
     ),
     "float64": (lambda: saved({k: v.double() for k, v in state_dict().items()}), "float32"),
-    "whole module": (lambda: saved(Polynomial(3)), REFUSED),
-    "truncated": (lambda: saved(state_dict())[:100], REFUSED),
+    "whole module": (lambda: saved(Polynomial(3)), f"{REFUSED}: it holds Python objects, not"),
+    "truncated": (lambda: saved(state_dict())[:100], DAMAGED_ZIP),
     "a dataset": (lambda: dataset(), 'Unexpected key(s) in state_dict: "x", "y"'),
 }
 
@@ -156,9 +160,14 @@ def folder(tmp_path):
 
 CLI_CASES = {
     "train, code in data": ("train", paths.DATASET, "zip", "unsupported GLOBAL posix.system"),
-    "train, truncated data": ("train", paths.DATASET, "truncated", REFUSED),
+    "train, truncated data": ("train", paths.DATASET, "truncated", DAMAGED_ZIP),
     "evaluate, code in model": ("evaluate", paths.MODEL, "legacy", "unsupported GLOBAL"),
-    "evaluate, other degree": ("evaluate", paths.MODEL, "other degree", "has shape (1, 4)"),
+    "evaluate, other degree": (
+        "evaluate",
+        paths.MODEL,
+        "other degree",
+        "size mismatch for linear.weight: copying a param with shape torch.Size([1, 4])",
+    ),
 }
 
 

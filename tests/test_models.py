@@ -1,8 +1,8 @@
 """MLflow-native records: the trained model is a LoggedModel that loads and serves, registry
-versions point at it, every run names the dataset it read, evaluate nests under its train run."""
+versions point at it (the first is champion), every run names the dataset it read, evaluate nests
+under its train run; serve and predict say what to do when a model is missing, and stay quiet."""
 
 import contextlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,15 +12,7 @@ import pytest
 import requests
 import torch
 import yaml
-from conftest import (
-    clean_env,
-    dvc,
-    make_project,
-    mlflow_client,
-    polyfit,
-    runs_of,
-    small_params,
-)
+from conftest import clean_env, make_project, mlflow_client, polyfit, run, runs_of, small_params
 from servers import free_port, stop_server
 
 from polyfit import paths
@@ -33,13 +25,14 @@ CHAMPION = "models:/polyfit-cubic@champion"
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
-    """`dvc repro` on short training, then `polyfit promote`: (project, store URI, env)."""
+    """`dvc repro` on short training, nothing else: (project, store URI, env)."""
     project = make_project(tmp_path_factory.mktemp("models") / "project", small_params())
     uri = f"sqlite:///{project / 'mlflow.db'}"
     env = clean_env(MLFLOW_TRACKING_URI=uri)
-    dvc(project, "repro", env=env)
-    promoted = polyfit("promote", cwd=project, env=env)
-    assert promoted.returncode == 0, promoted.stderr
+    done = run(["dvc", "repro"], project, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Logging the model runs it on the input example: no warning, no MLflow log line.
+    assert "arning" not in done.stdout + done.stderr and " INFO " not in done.stderr
     return project, uri, env
 
 
@@ -75,13 +68,36 @@ def test_train_logs_a_logged_model_of_the_dvc_output(reproduced, tmp_path):
         assert pin.split("==")[0] in ("torch", "mlflow") and pin.split("[")[0] in requirements
 
 
-def test_registry_version_is_the_logged_model(reproduced):
-    _, uri, _ = reproduced
+def test_registry_version_is_the_logged_model_and_the_first_is_champion(reproduced):
+    project, uri, env = reproduced
     client = mlflow_client(uri)
     train = stage_runs(uri)["train"]
-    version = client.get_model_version_by_alias("polyfit-cubic", "champion")
+    version = client.get_model_version_by_alias("polyfit-cubic", "champion")  # no promote ran
+    assert str(version.version) == train.data.tags["registered_version"] == "1"
     assert version.source == f"models:/{train.data.tags['model_id']}"
     assert version.run_id == train.info.run_id
+    promoted = polyfit("promote", cwd=project, env=env)  # the best is the champion already
+    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout.startswith("polyfit-cubic version 1 stays champion: ")
+    assert "the lowest of 1 scored version(s)" in promoted.stdout
+
+
+def test_the_logged_model_declares_its_types(reproduced, tmp_path):
+    """A signature (shown in the UI), typed from the input example: a list of doubles in,
+    a list of doubles out."""
+    import mlflow
+    from mlflow.models import Model
+
+    _, uri, _ = reproduced
+    train = stage_runs(uri)["train"]
+    model = mlflow_client(uri).get_logged_model(train.data.tags["model_id"])
+    description = mlflow.artifacts.download_artifacts(
+        f"{model.artifact_location}/MLmodel", dst_path=str(tmp_path), tracking_uri=uri
+    )
+    signature = Model.load(description).signature
+    assert signature is not None
+    assert signature.inputs.to_dict() == [{"type": "double", "required": True}]
+    assert signature.outputs.to_dict() == [{"type": "double", "required": True}]
 
 
 def by_hand(state_dict: dict, xs: list[float]) -> list[float]:
@@ -92,7 +108,8 @@ def by_hand(state_dict: dict, xs: list[float]) -> list[float]:
 
 
 def load_in_fresh_process(env: dict) -> list[float]:
-    """mlflow.pyfunc.load_model(champion).predict(XS) in a new interpreter, pickles refused."""
+    """mlflow.pyfunc.load_model(champion).predict(XS) in a new interpreter, pickles refused;
+    MLflow has nothing to warn about."""
     script = textwrap.dedent(
         f"""
         import mlflow.pyfunc
@@ -102,18 +119,19 @@ def load_in_fresh_process(env: dict) -> list[float]:
     safe = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     done = subprocess.run([sys.executable, "-c", script], env=safe, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     return yaml.safe_load(done.stdout.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager
-def served(project, env: dict, folder):
+def served(project, env: dict, folder, *options: str):
     """`polyfit serve` (`make serve`: mlflow models serve of the champion, --env-manager local)
-    on a free 127.0.0.1 port; yields its URL."""
+    on a free 127.0.0.1 port; yields its URL and log (stdout and stderr)."""
     port = free_port()
     log = folder / "serve.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "polyfit", "serve", "--port", str(port)],
+            [sys.executable, "-m", "polyfit", "serve", "--port", str(port), *options],
             cwd=project,
             env=env,
             stdout=output,
@@ -130,7 +148,7 @@ def served(project, env: dict, folder):
                     break
             time.sleep(0.5)
         assert f"serving {CHAMPION} at {url}/invocations" in log.read_text()
-        yield url
+        yield url, log
     finally:
         stop_server(server)
 
@@ -146,16 +164,18 @@ def test_champion_loads_serves_and_predicts_the_same_numbers(reproduced, tmp_pat
     expected = by_hand(state_dict, XS)
 
     loaded = load_in_fresh_process(env)
-    with served(project, env, tmp_path) as url:
+    with served(project, env, tmp_path) as (url, log):
         answer = requests.post(f"{url}/invocations", json={"inputs": XS}, timeout=60)
         columns = {"columns": ["x"], "data": [[x] for x in XS]}  # the README's other format
         split = requests.post(f"{url}/invocations", json={"dataframe_split": columns}, timeout=60)
+        # The URL line only: no INFO or access log, download bar or library warnings.
+        assert log.read_text() == f"serving {CHAMPION} at {url}/invocations\n"
     assert answer.status_code == 200, answer.text
     serving = answer.json()["predictions"]
     assert split.json()["predictions"] == serving
-    command = printed(
-        polyfit("predict", "--model", CHAMPION, "--x", *map(str, XS), cwd=project, env=env)
-    )
+    predicted = polyfit("predict", "--model", CHAMPION, "--x", *map(str, XS), cwd=project, env=env)
+    assert predicted.stderr == ""
+    command = printed(predicted)
     dvc_output = printed(polyfit("predict", "--x", *map(str, XS), cwd=project, env=env))
 
     assert loaded == serving == command == dvc_output  # one model, four ways in: same float32s
@@ -175,6 +195,62 @@ def test_predict_takes_any_model_uri(reproduced):
     )
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+
+
+def test_serve_verbose_shows_the_servers_logs(reproduced, tmp_path):
+    project, _, env = reproduced
+    with served(project, env, tmp_path, "--verbose") as (_, log):
+        shown = log.read_text()
+    assert "INFO mlflow" in shown and "Uvicorn running on" in shown
+
+
+MISSING = {  # a URI that names nothing in the store -> what the one line says
+    "version": ("models:/polyfit-cubic/99", "'polyfit-cubic' has no version 99; the newest is 1"),
+    "model": ("models:/other@champion", "no registered model 'other' in sqlite:///"),
+    "alias": ("models:/polyfit-cubic@best", "'polyfit-cubic' has no alias 'best'"),
+    "run": ("runs:/0123456789abcdef0123456789abcdef/model", "no run 0123456789abcdef"),
+    "logged model": ("models:/m-0123456789abcdef0123456789abcdef", "not found in sqlite:///"),
+}
+
+
+def says_what_to_do(done, command: str, uri: str, expected: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"polyfit {command}: error: {uri}: "), done.stderr
+    assert expected in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert done.stdout == ""  # no URL printed: serve checked before starting a server
+
+
+@pytest.mark.parametrize(("uri", "expected"), MISSING.values(), ids=MISSING.keys())
+def test_serve_refuses_a_missing_model_in_one_line(reproduced, uri, expected):
+    project, _, env = reproduced
+    port = str(free_port())
+    done = polyfit("serve", "--model", uri, "--port", port, cwd=project, env=env, timeout=120)
+    says_what_to_do(done, "serve", uri, expected)
+
+
+def test_a_run_without_a_model_is_named(reproduced):
+    project, uri, env = reproduced
+    evaluate = stage_runs(uri)["evaluate"].info.run_id
+    model = f"runs:/{evaluate}/model"
+    done = polyfit("predict", "--model", model, "--x", "1", cwd=project, env=env)
+    says_what_to_do(done, "predict", model, f"run {evaluate} logged no model 'model': a train run")
+
+
+def test_without_a_champion_serve_and_predict_say_run_promote(reproduced):
+    project, uri, env = reproduced
+    client = mlflow_client(uri)
+    client.delete_registered_model_alias("polyfit-cubic", "champion")
+    try:
+        expected = "no version of 'polyfit-cubic' is champion yet: run `polyfit promote`"
+        says_what_to_do(polyfit("serve", cwd=project, env=env), "serve", CHAMPION, expected)
+        predicted = polyfit("predict", "--model", CHAMPION, "--x", "1", cwd=project, env=env)
+        says_what_to_do(predicted, "predict", CHAMPION, expected)
+        promoted = polyfit("promote", cwd=project, env=env)
+        assert promoted.returncode == 0, promoted.stderr
+        assert promoted.stdout.startswith("polyfit-cubic version 1 is now champion: ")
+        assert promoted.stdout.rstrip().endswith("(there was no champion)")
+    finally:
+        client.set_registered_model_alias("polyfit-cubic", "champion", "1")
 
 
 def test_evaluate_nests_under_the_train_run_and_scores_its_model(reproduced):
@@ -200,8 +276,8 @@ def test_every_run_names_the_dataset_dvc_lock_records(reproduced):
     (out,) = [o for o in lock["stages"]["generate"]["outs"] if o["path"] == str(paths.DATASET)]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
     contexts = {}
-    for stage, run in stage_runs(uri).items():
-        (used,) = run.inputs.dataset_inputs
+    for stage, stage_run in stage_runs(uri).items():
+        (used,) = stage_run.inputs.dataset_inputs
         assert (used.dataset.name, used.dataset.digest) == (str(paths.DATASET), out["md5"])
         assert yaml.safe_load(used.dataset.source)["git_commit"] == head.stdout.strip()
         contexts[stage] = {tag.key: tag.value for tag in used.tags}["mlflow.data.context"]
@@ -210,56 +286,3 @@ def test_every_run_names_the_dataset_dvc_lock_records(reproduced):
         [runs_of(uri)[0].info.experiment_id], f"dataset.digest = '{out['md5']}'"
     )
     assert len(found) == 3  # the UI's Dataset filter finds every run that read it
-
-
-def test_versions_from_before_logged_models_get_one_line(reproduced, tmp_path):
-    """A version registered from a run folder (no MLmodel), as older polyfit did."""
-    project, uri, env = reproduced
-    client = mlflow_client(uri)
-    experiment = runs_of(uri)[0].info.experiment_id
-    old = client.create_run(experiment, tags={"stage": "train"})
-    client.log_artifact(old.info.run_id, str(project / paths.MODEL), "model")
-    client.set_terminated(old.info.run_id)
-    source = f"{old.info.artifact_uri}/model"
-    version = str(
-        client.create_model_version("polyfit-cubic", source, run_id=old.info.run_id).version
-    )
-    for args in (
-        ["promote", "--version", version],
-        ["predict", "--model", f"models:/polyfit-cubic/{version}", "--x", "1"],
-    ):
-        done = polyfit(*args, cwd=project, env=env)
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-        assert "not an MLflow model" in done.stderr
-
-
-def test_a_stage_process_never_imports_torch(tmp_path):
-    """The stage process imports MLflow while its worker imports torch; a top-level torch import
-    anywhere on the stage's path would silently cost the overlap."""
-    from fault_tools import stage_folder, store_env
-
-    folder = stage_folder(tmp_path / "stage", small_params())
-    report = tmp_path / "torch-modules.txt"
-    script = textwrap.dedent(
-        f"""
-        import atexit, sys
-        from polyfit.cli import main
-        def record():  # the worker ends with os._exit: this runs in the stage process only
-            loaded = [name for name in sys.modules if name.split(".")[0] == "torch"]
-            open({str(report)!r}, "w").write(" ".join(loaded))
-        atexit.register(record)
-        main([sys.argv[1]])
-        """
-    )
-    for stage in ("generate", "train", "evaluate"):
-        done = subprocess.run(
-            [sys.executable, "-c", script, stage],
-            cwd=folder,
-            env=store_env(folder),
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr
-        assert report.read_text() == "", f"{stage} imported {report.read_text()[:200]}"
-        assert os.path.getsize(folder / "mlflow.db") > 0

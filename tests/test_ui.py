@@ -148,6 +148,11 @@ def test_make_ui_opens_on_the_comparison(tmp_path):
         url = log.read_text().splitlines()[0]
         assert url == comparison_url(base, experiment_id)
         assert_comparison(dump_dom(url, tmp_path))
+        # Quiet by default: the URL and MLflow's one security note, no INFO or access log
+        # lines and no library warnings (StarletteDeprecationWarning, four times).
+        shown = log.read_text()
+        assert "Warning" not in shown and "INFO" not in shown, shown
+        assert [line for line in shown.splitlines()[1:] if not line.startswith("[MLflow]")] == []
     finally:
         stop_server(server)
 

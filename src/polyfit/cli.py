@@ -62,10 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     promote = commands.add_parser(
         "promote",
         help="move the registry alias 'champion' to a better model version",
-        description="Point 'champion' at VERSION (default: newest) only if its eval mse "
-        "beats the current champion's.",
+        description="Point 'champion' at the version with the lowest eval mse (versions not "
+        "yet evaluated are skipped), or at VERSION only if its eval mse beats the champion's.",
     )
-    promote.add_argument("--version", help="registered model version (default: newest)")
+    promote.add_argument("--version", help="registered model version (default: the best)")
 
     serve = commands.add_parser(
         "serve",
@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", metavar="URI", help="models:/... or runs:/... (default champion)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     serve.add_argument("--port", type=int, default=5001, help="port (5001; make ui uses 5000)")
+    serve.add_argument("--verbose", action="store_true", help="show MLflow's and uvicorn's logs")
 
     runs = commands.add_parser("runs", help="maintain MLflow runs")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port to listen on (5000)")
+    ui.add_argument("--verbose", action="store_true", help="show MLflow's and uvicorn's logs")
     _add_sweep(commands)
     return parser
 

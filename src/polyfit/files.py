@@ -90,7 +90,7 @@ def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
     try:
         tensors = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
     except Exception as error:  # damaged bytes surface as any of a dozen exception types
-        reason = _load_failure(error)
+        reason = _load_failure(error, content)
         raise UsageError(f"{path}: not a tensor file polyfit can load safely: {reason}") from None
     if not isinstance(tensors, dict):
         raise UsageError(f"{path}: expected a dict of tensors, found {type(tensors).__name__}")
@@ -106,12 +106,21 @@ def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _load_failure(error: Exception) -> str:
-    """torch's reason in one short line; its weights_only errors open with generic advice."""
+def _load_failure(error: Exception, content: bytes) -> str:
+    """What the bytes are, in words: torch's own reasons name pickle opcodes and internal
+    errors (`Unsupported operand 120`, a bare KeyError `101`, `EOFError`)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    specific = [line for line in lines if "unsupported" in line.lower()]  # e.g. a blocked GLOBAL
-    first = (specific or lines or [type(error).__name__])[0]
-    return first.split(". ")[0].rstrip(".")
+    blocked = [line for line in lines if "unsupported global" in line.lower()]
+    if blocked:  # a pickled object, maybe code (never run): torch names what it refused
+        return "it holds Python objects, not just tensors: " + blocked[0].split(". ")[0]
+    if not content:
+        return "the file is empty"
+    if content.startswith(b"PK"):
+        return "a zip archive but not a complete torch.save one (damaged or truncated)"
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in content[:512]):
+        first_line = content.split(b"\n", 1)[0][:40].decode()
+        return f"it is a text file starting {first_line!r}, not torch.save output"
+    return "neither a torch.save zip archive nor a tensor pickle (damaged, or another format)"
 
 
 def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, Digests]:

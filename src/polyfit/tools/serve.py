@@ -9,13 +9,34 @@ import os
 from polyfit import paths
 from polyfit.params import load_params
 
+# What MLflow's servers (`mlflow models serve`, `mlflow ui`) print besides the URL and errors:
+# INFO lines, uvicorn's startup and access log, the artifact download bar, and libraries'
+# deprecation warnings about each other. Values the user set in the environment win.
+QUIET_SERVER_ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "UVICORN_LOG_LEVEL": "warning",  # uvicorn reads its options from UVICORN_* variables
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "PYTHONWARNINGS": "ignore",  # inherited by uvicorn's worker processes
+}
+
+
+def quiet_server_env(verbose: bool) -> None:
+    """Set QUIET_SERVER_ENV for the server this process execs, unless asked for the logs:
+    --verbose, or an MLFLOW_LOGGING_LEVEL the user set (as for the stages)."""
+    if not verbose and "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        for name, value in QUIET_SERVER_ENV.items():
+            os.environ.setdefault(name, value)
+
 
 def main(args) -> None:
     model = args.model or f"models:/{load_params(paths.PARAMS).mlflow.registered_model}@champion"
-    from polyfit.tracking.store import tracking_uri
+    from polyfit.tracking import store
+    from polyfit.tracking.model import resolve
 
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri()  # the store the stages log to
+    resolve(store.make_client(store.tracking_uri()), model)  # one line that says what to do
+    os.environ["MLFLOW_TRACKING_URI"] = store.tracking_uri()  # the store the stages log to
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # the model is code + tensors
+    quiet_server_env(args.verbose)
     command = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local"]
     command += ["--host", args.host, "--port", str(args.port)]
     print(f"serving {model} at http://{args.host}:{args.port}/invocations", flush=True)

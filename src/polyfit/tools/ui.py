@@ -73,6 +73,7 @@ def main(args) -> None:
     from polyfit import paths
     from polyfit.errors import PolyfitError
     from polyfit.params import load_params
+    from polyfit.tools.serve import quiet_server_env
     from polyfit.tracking import store
 
     params = load_params(paths.PARAMS)
@@ -88,5 +89,7 @@ def main(args) -> None:
         return
     print(comparison_url(f"http://{args.host}:{args.port}", experiment_id))
     sys.stdout.flush()
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port"]
-    os.execv(sys.executable, [sys.executable, "-m", *command, str(args.port)])  # this venv's mlflow
+    quiet_server_env(args.verbose)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri]
+    command += ["--host", args.host, "--port", str(args.port)]
+    os.execv(sys.executable, [sys.executable, "-m", *command])  # this venv's mlflow

@@ -5,6 +5,7 @@ loads where polyfit is not installed), the model's config and the state_dict art
 
 import mlflow
 from mlflow.pyfunc import PythonModel
+from mlflow.types.type_hints import TypeFromExample
 
 STATE_DICT = "state_dict"  # the artifact's key: the DVC output models/model.pt, same bytes
 
@@ -22,13 +23,16 @@ class TrainedModel(PythonModel):
         self.model.load_state_dict(weights)
         self.model.eval()
 
-    # No type hints: MLflow would run the model to check them while logging it. It warns instead.
-    def predict(self, context, model_input, params=None):
+    # TypeFromExample: the input is typed by the input example (a list of floats), so MLflow
+    # records a signature and hands predict a list, also for a one-column DataFrame request
+    # ({"dataframe_split": ...}), which a list[float] hint would refuse. It runs the model on the
+    # example while logging it.
+    def predict(self, context, model_input: TypeFromExample, params=None) -> list[float]:
         """A list of x in, the list of y out (float32, as trained)."""
         import numpy as np
         import torch
 
-        # MLflow hands over a one-column DataFrame; a plain list works the same. (N,)
+        # A list, or a one-column DataFrame where MLflow passes one (inferring the signature). (N,)
         x = torch.from_numpy(np.asarray(model_input, dtype=np.float32).reshape(-1))
         with torch.no_grad():
             return self.model(x).tolist()
