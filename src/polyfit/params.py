@@ -40,6 +40,8 @@ class Frozen(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# params.data and params.model: the blocks you rewrite for your own data and model
+# (docs/adapting.md). Their keys are make_dataset's and build_model's arguments (core/).
 class DataParams(Frozen):
     target: Literal[TARGETS]
     x_min: Float32
@@ -155,24 +157,31 @@ class Params(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.data.x_min >= self.data.x_max:
+        # Rules joining the default blocks' keys: data or model blocks of your own skip the
+        # rules whose keys they lack.
+        data, model = self.data, self.model
+        if _has(data, "x_min", "x_max") and data.x_min >= data.x_max:
+            raise ValueError(f"data.x_min ({data.x_min}) must be below data.x_max ({data.x_max})")
+        if _has(model, "degree") and data.n_samples <= model.degree:
             raise ValueError(
-                f"data.x_min ({self.data.x_min}) must be below data.x_max ({self.data.x_max})"
+                f"data.n_samples ({data.n_samples}) must exceed model.degree "
+                f"({model.degree}) for the fit to be determined"
             )
-        if self.data.n_samples <= self.model.degree:
-            raise ValueError(
-                f"data.n_samples ({self.data.n_samples}) must exceed model.degree "
-                f"({self.model.degree}) for the fit to be determined"
-            )
-        _check_float32_data(self.data, self.model.degree)
+        if _has(data, "target", "x_min", "x_max", "noise_std"):
+            _check_float32_data(data, getattr(model, "degree", None))
         return self
 
 
-def _check_float32_data(data: DataParams, degree: int) -> None:
-    """The dataset and the model's features are float32: refuse ranges that overflow them."""
+def _has(block: BaseModel, *keys: str) -> bool:
+    return set(keys) <= set(type(block).model_fields)
+
+
+def _check_float32_data(data: DataParams, degree: int | None) -> None:
+    """The sampled target and a polynomial's features (given its degree) are float32: refuse
+    ranges that overflow them."""
     key = "data.x_max" if abs(data.x_max) >= abs(data.x_min) else "data.x_min"
     reach = max(abs(data.x_min), abs(data.x_max))
-    if reach > 1 and degree * math.log(reach) >= math.log(FLOAT32_MAX):
+    if degree is not None and reach > 1 and degree * math.log(reach) >= math.log(FLOAT32_MAX):
         raise ValueError(
             f"{key} ({reach:g}): x^{degree} (model.degree) overflows float32 beyond "
             f"|x| = {FLOAT32_MAX ** (1 / degree):.4g}"

@@ -1,4 +1,9 @@
-"""Make the dataset: x on an even grid and y = target(x) (+ optional seeded noise)."""
+"""The dataset: the (x, y) points generate writes and, when y comes from a known function, the
+noise-free target evaluate scores the model against beyond those points.
+
+To fit your own data (docs/adapting.md), rewrite make_dataset (its arguments are params.data's
+keys) and make evaluation_grid return None: the grid metrics are then left out.
+"""
 
 import torch
 
@@ -15,6 +20,12 @@ def make_dataset(
         generator = torch.Generator().manual_seed(seed)
         y = y + noise_std * torch.randn(n_samples, generator=generator)
     return x, y
+
+
+def evaluation_grid(data: dict, points: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The dense grid evaluate scores on, from params.data: (x, noise-free y), or None for data
+    without a known target function."""
+    return target_grid(data["target"], data["x_min"], data["x_max"], points)
 
 
 def target_grid(

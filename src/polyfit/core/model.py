@@ -1,8 +1,16 @@
 """The model: the seed's cubic as one nn.Module that takes x and owns its features.
 
 Every consumer (train, evaluate, predict, the served MLflow model) builds it with build_model
-from params.model, so the architecture is written once. To fit another model, replace the class
-and build_model; keep `features` and `from_features` (see "Your own data and model", README).
+from params.model, so the architecture is written once. To fit another model (docs/adapting.md),
+add its class here and make build_model return it. What the pipeline needs of a model:
+- build_model(config): config is params.model as a dict (validated by params.ModelParams);
+- forward(x): (N,) float32 -> (N,), one y per x;
+- features(x): (N,) -> (N, F), the part of forward without parameters. Training computes it once
+  and calls from_features(features) -> (N,) every step, so forward(x) must equal
+  from_features(features(x));
+- a state_dict of float32 tensors only (models/model.pt is loaded with weights_only=True);
+- imports of torch and polyfit.core only: the served model ships src/polyfit/core/ as its code.
+The least-squares optimum, coefficient metrics and `train.gradient: gram` are for Polynomial only.
 """
 
 import torch

@@ -1,4 +1,6 @@
-"""Score a fitted model against the data and against the least-squares optimum (float64)."""
+"""Score a fitted model (float64): on its training points, on the dense grid of the noise-free
+target when the data has one (core/data.py evaluation_grid), and, for a Polynomial only, against
+the least-squares optimum of its degree; other models get the errors alone."""
 
 import math
 import sys

@@ -1,5 +1,5 @@
-"""Stage evaluate: score models/model.pt on the dataset and on a dense grid of the noise-free
-target -> metrics/eval.json and plots/fit.csv.
+"""Stage evaluate: score models/model.pt on the dataset and, when the data has a known target
+function, on a dense grid of it -> metrics/eval.json and plots/fit.csv.
 
 Its MLflow run is nested under the train run that logged the model (found by the model file's
 sha256), and its metrics are linked to that LoggedModel and copied to the train run as `eval.*`,
@@ -7,7 +7,7 @@ so the UI's table of train runs and its Models tab show every model with its sco
 """
 
 from polyfit import files, paths
-from polyfit.core.data import target_grid
+from polyfit.core.data import evaluation_grid
 from polyfit.core.model import build_model, predict
 from polyfit.core.runtime import configure_torch
 from polyfit.core.scoring import score
@@ -24,14 +24,10 @@ def main() -> None:
     configure_torch(params.train.threads)
     model = build_model(params.model.model_dump())
     model_sha256 = files.load_weights(paths.MODEL, model)
-    grid_x, grid_y = target_grid(data.target, data.x_min, data.x_max, params.evaluate.grid_points)
-    metrics = flatten(score(model, x, y, grid=(grid_x, grid_y)))
-    every = max(1, len(grid_x) // FIT_CURVE_POINTS)
-    curve = {
-        "x": grid_x[::every].tolist(),
-        "target": grid_y[::every].tolist(),
-        "prediction": predict(model, grid_x[::every]).tolist(),
-    }
+    grid = evaluation_grid(data.model_dump(), params.evaluate.grid_points)
+    metrics = flatten(score(model, x, y, grid=grid))
+    curve_x, curve_y = grid if grid is not None else sorted_points(x, y)
+    curve = fit_curve(model, curve_x, curve_y)
 
     connection = store.connect(params.mlflow.experiment)
     trained = runs.find_trained_model(*connection, model_sha256)
@@ -46,6 +42,22 @@ def main() -> None:
         log_scores(run, trained, tracked, metrics)
     for key, value in metrics.items():
         print(f"{key} {value:.6g}")
+
+
+def sorted_points(x, y) -> tuple:
+    """The data in increasing x: the curve to draw when there is no grid."""
+    order = x.argsort(stable=True)
+    return x[order], y[order]
+
+
+def fit_curve(model, curve_x, curve_y) -> dict:
+    """Target and prediction at up to ~FIT_CURVE_POINTS of the (sorted) points."""
+    every = max(1, len(curve_x) // FIT_CURVE_POINTS)
+    return {
+        "x": curve_x[::every].tolist(),
+        "target": curve_y[::every].tolist(),
+        "prediction": predict(model, curve_x[::every]).tolist(),
+    }
 
 
 def used_params(params: Params) -> dict:
