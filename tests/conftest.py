@@ -156,21 +156,45 @@ def project(tmp_path) -> Path:
     return make_project(tmp_path / "project")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests train in this process on tensors of a few thousand numbers, as train.threads: 1
+    does in a stage: a second OpenMP thread only adds waiting, a lot of it on a busy machine."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made and nothing else. Making the tables of a fresh
+    store takes MLflow seconds; in-process tests copy this one instead. The end-to-end tests
+    still start from no store at all."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # runs MLflow's migrations
+    return path
+
+
+def prepare_stage_dir(folder: Path, empty_store: Path, monkeypatch) -> None:
+    """Make `folder` the project root of in-process stages, with its own SQLite MLflow store."""
+    monkeypatch.chdir(folder)
+    for name in [k for k in os.environ if k.startswith("DVC_")]:
+        monkeypatch.delenv(name)
+    shutil.copy(empty_store, folder / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    write_params(folder, small_params())
+
+
 @pytest.fixture
-def stage_dir(tmp_path, monkeypatch) -> Iterator[Path]:
+def stage_dir(tmp_path, empty_store, monkeypatch) -> Iterator[Path]:
     """A working folder for running stages in-process, with its own SQLite MLflow store."""
     import torch
 
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("DVC_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
-    write_params(tmp_path, small_params())
-    # A stage forks its torch worker. A stage process has never run torch by then; this test
-    # process may have, on two threads, and libgomp then leaves a forked child waiting forever
-    # at its first parallel region. With one thread here the child has no OpenMP team to wait on.
-    threads = torch.get_num_threads()
+    prepare_stage_dir(tmp_path, empty_store, monkeypatch)
+    threads = torch.get_num_threads()  # one, as train.threads sets it in a stage process
     torch.set_num_threads(1)
     yield tmp_path
     torch.set_num_threads(threads)

@@ -107,6 +107,7 @@ def test_an_exact_fit_never_reports_a_negative_loss():
     assert 0.0 <= loss.item() < 1e-6
 
 
+@pytest.mark.slow  # runs generate, then train twice, at the default 2000 steps
 def test_train_stage_with_gram_logs_it_and_lands_beside_autograd(stage_dir):
     params = default_params()  # 2000 steps: the loss has reached RMSprop's circling
     write_params(stage_dir, params)

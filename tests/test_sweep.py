@@ -84,6 +84,7 @@ def test_dask_sweep_refuses_unpushed_or_uncommitted_work(tmp_path):
     assert len(dirty.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # waits out Dask's connect timeout
 def test_unreachable_scheduler_is_one_line(tmp_path):
     origin = tmp_path / "origin.git"
     _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))

@@ -4,10 +4,11 @@ import io
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import mlflow_client, runs_of
+from conftest import mlflow_client, prepare_stage_dir, runs_of
 
 from polyfit import files, paths
 from polyfit.errors import Interrupted
@@ -16,12 +17,25 @@ from polyfit.tracking import runs as tracked_runs
 from polyfit.tracking import store
 
 
+@pytest.fixture(scope="module")
+def finished_pipeline(tmp_path_factory, empty_store) -> Path:
+    """The three stages, run once in-process on small params; the tests only read what they
+    left (outputs and store)."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        prepare_stage_dir(folder, empty_store, monkeypatch)
+        for stage in (generate, train, evaluate):
+            stage.main()
+    return folder
+
+
 @pytest.fixture
-def pipeline(stage_dir):
-    """Run the three stages in-process on small params; return the store's URI."""
-    for stage in (generate, train, evaluate):
-        stage.main()
-    return os.environ["MLFLOW_TRACKING_URI"]
+def pipeline(finished_pipeline, monkeypatch):
+    """The finished pipeline's folder as the working directory; return its store's URI."""
+    monkeypatch.chdir(finished_pipeline)
+    uri = f"sqlite:///{finished_pipeline / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
 
 
 def only(runs):
@@ -143,3 +157,16 @@ def test_sigterm_ends_the_run_killed_and_restores_the_handler(stage_dir):
 def test_experiment_is_created_once(stage_dir):
     first = store.connect("polyfit")[1]
     assert store.connect("polyfit")[1] == first
+
+
+def test_every_stage_run_records_the_machine_it_ran_on(pipeline):
+    """Same params, other numbers: the CPU tags tell the two runs apart (docs/determinism.md)."""
+    keys = ["cpu.model", "cpu.vendor", "cpu.capability", "torch.version", "mkl.version"]
+    for run in runs_of(pipeline):
+        tags = run.data.tags
+        assert all(tags.get(key) for key in [*keys, "torch.threads"]), tags
+        assert tags["cpu.capability"] == torch.backends.cpu.get_cpu_capability()
+        assert tags["torch.version"] == torch.__version__
+        assert int(tags["torch.threads"]) >= 1
+    train_run = only(runs_of(pipeline, stage="train"))
+    assert train_run.data.tags["torch.threads"] == "1"  # train.threads

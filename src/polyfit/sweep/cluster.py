@@ -12,6 +12,16 @@ HEARTBEAT = 30  # seconds between progress lines while nothing finishes
 RESOURCE = {"polyfit": 1}  # only `polyfit worker`s offer it, one task at a time each
 
 
+def require_dask() -> None:
+    """Dask is an extra (pyproject.toml's `cluster`): without it, say which one to install."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise PolyfitError(
+            "Dask is not installed: install the cluster extra (pip install -e '.[cluster]')"
+        ) from None
+
+
 def check_workspace() -> str:
     """HEAD's sha, once it is known to be on origin with no uncommitted change to tracked files."""
     head = git("rev-parse", "HEAD")

@@ -20,6 +20,7 @@ def main(args) -> None:
     if scheduler:
         from polyfit.sweep import cluster
 
+        cluster.require_dask()
         commit = cluster.check_workspace()  # refuse before anything is printed or sent
         print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
         results = cluster.run(named, scheduler, commit)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from polyfit.errors import UsageError
+from polyfit.sweep.cluster import require_dask
 from polyfit.sweep.grid import git
 from polyfit.sweep.task import CLONE_VARIABLE, worker_label
 
@@ -34,6 +35,7 @@ def check_clone(clone: Path) -> None:
 
 
 def main(args) -> None:
+    require_dask()
     address = args.address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not address:
         raise UsageError("give the scheduler address (tcp://HOST:PORT) or DASK_SCHEDULER_ADDRESS")
