@@ -1,9 +1,12 @@
-"""A second process for a stage's torch work, so `import torch` overlaps `import mlflow`.
+"""A measured alternative, not the product: a second process for a stage's torch work, so that
+`import torch` overlaps `import mlflow` (overlapped_stages.py; BENCHMARKS.md gives its gain).
 
-Each import costs about a second of one core; side by side on two cores a stage takes ~30% less
-wall time. The stage submits plain functions to a one-worker `ProcessPoolExecutor` (forked before
-mlflow is imported) and imports MLflow while the worker imports torch. The worker stays for the
-stage's next call, so torch is imported once. Errors come back with their own type.
+Each import costs about a second of one core; side by side on two cores they take the time of
+one. The stage submits plain functions to a one-worker `ProcessPoolExecutor`, forked before
+torch or MLflow is imported, and imports MLflow while the worker imports torch. The worker stays
+for the stage's next call, so torch is imported once. Errors come back with their own type. The
+price is this module: a fork-only pool, a thread that ends the worker when the stage is killed,
+and a wait for the dead worker's exit code.
 """
 
 import contextlib

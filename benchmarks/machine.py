@@ -7,12 +7,7 @@ from pathlib import Path
 
 from timing import REPO, run
 
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from polyfit.tracking.provenance import cpu_description
 
 
 def _ram_gib() -> float:
@@ -43,8 +38,10 @@ def load() -> str:
 
 def describe() -> dict[str, str]:
     """Machine facts as label -> value, in the order the report shows them."""
+    cpu = cpu_description()
     return {
-        "CPU": _cpu_model(),
+        "CPU vendor": cpu["vendor"],
+        "CPU model": cpu["model"],
         "cores": str(os.cpu_count()),
         "RAM": f"{_ram_gib():.1f} GiB",
         "OS": _os_name(),

@@ -15,8 +15,10 @@ def render(run_facts: dict[str, str], machine: dict[str, str], sections: list[Se
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python benchmarks/run.py`); speed is checked here, not in",
-        "timed tests. Figures are medians; each section says how many runs.",
+        "Written by `make bench` (`python benchmarks/run.py --output BENCHMARKS.md`), which",
+        "rewrites this file; speed is checked here, not in timed tests. Figures are medians;",
+        "each section says how many runs. Ratios are against floors measured in the same rounds,",
+        "so they carry across machines and loads; seconds do not.",
         "",
         *[f"- {label}: {value}" for label, value in run_facts.items()],
         "",

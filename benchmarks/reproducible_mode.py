@@ -50,9 +50,9 @@ def reproducible_mode(repeats: int) -> Section:
         section.rows.append(_row(label, large, "ms", 1e3))
     section.notes += [
         "Median of the per-round ratios with / without the mode, then the two medians with "
-        "their range. 'With' is what `polyfit` sets (polyfit.runtime.REPRODUCIBLE_MKL: "
+        "their range. 'With' is what `polyfit` sets (polyfit.core.runtime.REPRODUCIBLE_MKL: "
         "MKL_CBWR=COMPATIBLE, MKL_DYNAMIC=FALSE, OMP_DYNAMIC=FALSE); 'without' is MKL_CBWR=OFF, "
-        "MKL_DYNAMIC=TRUE: MKL picks its kernels for this CPU (AVX-512 here).",
+        "MKL_DYNAMIC=TRUE: MKL picks its kernels for this CPU.",
         "Loop: training_loop.py's child, the median of 3 runs of 2000 steps with the train "
         f"stage's settings, per child. 1e7: scale.py's child, {STEPS} steps, per child.",
     ]

@@ -1,10 +1,11 @@
-"""`make bench`: measure the pipeline against its floors and write BENCHMARKS.md.
+"""`make bench`: measure the pipeline against its floors and write the report.
 
 Run from the repo root with the venv first on PATH (the Makefile does both):
-    python benchmarks/run.py            # everything, 15-20 min
-    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweep or MKL-mode cost
+    python benchmarks/run.py --output BENCHMARKS.md   # everything, about 15 min on 2 cores
+    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweeps or MKL-mode cost
     python benchmarks/run.py --only loop
-Scratch clones and stores go to a temporary folder, removed at the end.
+The report is printed, and written only to the file --output (or --report) names. Scratch
+clones and stores go to a temporary folder, removed at the end.
 """
 
 import argparse
@@ -16,19 +17,22 @@ import time
 from pathlib import Path
 
 import machine
+from cold_costs import cold_costs
 from logging_cost import logging_cost
+from overlap import overlap
 from pipeline import cold, warm
 from report import render
 from reproducible_mode import reproducible_mode
 from scale import SIZES, scale
 from scale_out import scale_out
 from sweep import sweep
-from timing import REPO, SCRATCH
+from timing import SCRATCH
 from training_loop import training_loop
 
 from polyfit.core.runtime import REPRODUCIBLE_MKL
 
-SECTIONS = ("cold", "warm", "logging", "loop", "scale", "cnr", "sweep", "scale-out")
+SECTIONS = ("cold", "cold-costs", "overlap", "warm", "logging", "loop", "scale", "cnr", "sweep")
+SECTIONS += ("scale-out",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,16 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", choices=SECTIONS, help="run this section only")
     parser.add_argument(
-        "--repeats", type=int, default=5, help="runs per measure (default 5; scale and cold 3)"
+        "--repeats",
+        type=int,
+        default=4,
+        help="runs per measure (default 4; cold, overlap and scale: 3)",
     )
     parser.add_argument(
-        "--output", type=Path, default=REPO / "BENCHMARKS.md", help="report file (BENCHMARKS.md)"
+        "--output",
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write the report here (make bench: BENCHMARKS.md); without it, only print it",
     )
     return parser
 
 
 def _counts(args) -> tuple[int, int]:
-    """(repeats, repeats of cold and scale, whose rounds take a minute or more)."""
+    """(repeats, repeats of cold, overlap and scale, whose rounds take half a minute or more)."""
     return (1, 1) if args.quick else (args.repeats, min(args.repeats, 3))
 
 
@@ -57,6 +68,8 @@ def _plan(args) -> dict:
     sizes = SIZES[:-1] if args.quick else SIZES
     plan = {
         "cold": lambda: cold(heavy),
+        "cold-costs": lambda: cold_costs(repeats),
+        "overlap": lambda: overlap(heavy),
         "warm": lambda: warm(repeats),
         "logging": lambda: logging_cost(repeats),
         "loop": lambda: training_loop(repeats),
@@ -93,17 +106,18 @@ def main() -> None:
         shutil.rmtree(SCRATCH, ignore_errors=True)
     repeats, heavy = _counts(args)
     mode = "quick: " if args.quick else ""
-    mode += f"{repeats} repeats, {heavy} for cold and scale"
+    mode += f"{repeats} repeats, {heavy} for cold, overlap and scale"
     mode += f", only {args.only}" if args.only else ""
+    facts = machine.describe()
     run_facts = {
         "Date": f"{started_at}, took {(time.perf_counter() - started) / 60:.1f} min",
+        "Machine": f"{facts['CPU vendor']} {facts['CPU model']}, {facts['cores']} cores",
         "Command": f"`python benchmarks/run.py{''.join(' ' + a for a in sys.argv[1:])}` ({mode})",
-        "Load average (1/5/15 min)": f"{load_before} before, {machine.load()} after. The "
-        "machine is shared: other work at the same time inflates every wall time, which is "
-        "why each figure is set against a floor measured in the same rounds.",
+        "Load average (1/5/15 min)": f"{load_before} before, {machine.load()} after",
     }
-    text = render(run_facts, machine.describe(), sections)
-    args.output.write_text(text)
+    text = render(run_facts, facts, sections)
+    if args.output:
+        args.output.write_text(text)
     print(text)
 
 

@@ -2,7 +2,7 @@
 
 Each (size, repeat) runs in its own process (`python benchmarks/scale.py --child N STEPS
 THREADS`) so that peak memory is that size's alone. The child uses the pipeline's own code:
-polyfit.data.make_dataset, polyfit.model.features/build_model, polyfit.fit.fit.
+polyfit.core: make_dataset, build_model (its features), make_loss and fit.
 """
 
 import json
@@ -34,24 +34,24 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) -> dict:
+def child(n: int, steps: int, threads: int, gradient: str, fill: bool = False) -> dict:
     """Fit n samples for `steps` steps; return timings and memory in this process."""
     import torch
 
     from polyfit.core.data import make_dataset
     from polyfit.core.fit import build_optimizer, fit, make_loss
-    from polyfit.core.model import build_model, features
+    from polyfit.core.model import build_model
     from polyfit.core.runtime import configure_torch
 
     configure_torch(threads, 0)
-    torch.utils.deterministic.fill_uninitialized_memory = fill
+    torch.utils.deterministic.fill_uninitialized_memory = fill  # configure_torch: False
 
     def train(x, y, steps) -> float:
-        """Seconds for what the train stage times: building the loss, then `steps` steps."""
-        model = build_model(DEGREE)
+        """Seconds for building the loss (gram's one pass over the data), then `steps` steps."""
+        model = build_model({"degree": DEGREE})
         optimizer = build_optimizer("RMSprop", model.parameters(), 1e-3, {})
         started = time.perf_counter()
-        loss_function = make_loss(gradient, model, x, y, DEGREE)
+        loss_function = make_loss(gradient, model, x, y)
         fit(loss_function, optimizer, steps, log_every=100, divergence_factor=1e3)
         return time.perf_counter() - started
 
@@ -62,7 +62,7 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
     rss_with_data = _status_kib("VmRSS")
     seconds = train(x, y, steps)
     peak = _status_kib("VmHWM")
-    inputs, passes = features(x, DEGREE), []  # (N, 3): what the floor reads
+    inputs, passes = build_model({"degree": DEGREE}).features(x), []  # (N, 3): the floor's read
     for _ in range(FLOOR_PASSES):
         started = time.perf_counter()
         inputs.sum()
@@ -79,20 +79,12 @@ def child(n: int, steps: int, threads: int, gradient: str, fill: bool = True) ->
 
 
 GRADIENTS = ("autograd", "gram")  # train.gradient
-# What `polyfit train` sets before importing torch: huge pages, MKL's reproducible mode.
-STAGE_ENV = {"THP_MEM_ALLOC_ENABLE": "1", **REPRODUCIBLE_MKL}
-# Changes to the stage's settings, measured at the largest size: (gradient, args, env).
+# What `polyfit` sets before torch loads: MKL's reproducible mode.
+STAGE_ENV = dict(REPRODUCIBLE_MKL)
+# A change to the stage's settings, measured at the largest size: (gradient, args, env).
 VARIANTS = {
-    "autograd, torch's default allocator (THP_MEM_ALLOC_ENABLE=0)": (
-        "autograd",
-        [],
-        {"THP_MEM_ALLOC_ENABLE": "0"},
-    ),
-    "autograd, fill_uninitialized_memory = False after configure_torch": (
-        "autograd",
-        ["--no-fill"],
-        {},
-    ),
+    "autograd, deterministic mode's NaN-filling of new tensors kept (fill_uninitialized_memory "
+    "= True)": ("autograd", ["--fill"], {}),
 }
 
 
@@ -176,13 +168,11 @@ def scale(repeats: int, sizes=SIZES) -> Section:
     section.notes += [
         f"Medians of {repeats} child process(es) per size and gradient, with the range of time "
         "per step; each child warms up (imports, torch._dynamo, first kernels) on 64 points.",
-        "Time per step: what the train stage times (building the loss, then polyfit.fit."
-        "fit, RMSprop lr 1e-3) / steps, under the stage's settings: polyfit.runtime."
-        "configure_torch (deterministic mode, which NaN-fills every new tensor) and "
-        "THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's large buffers) and MKL's reproducible "
-        "mode (polyfit.runtime.REPRODUCIBLE_MKL: MKL_CBWR=COMPATIBLE, SSE2 kernels in MKL), as "
-        "`polyfit train` sets; the variants below show the cost of two of them (the MKL mode "
-        "has its own section).",
+        "Time per step: building the loss (polyfit.core.fit.make_loss: the features, or gram's "
+        "pass over the data) and then polyfit.core.fit.fit (RMSprop lr 1e-3), divided by the "
+        "steps, under the train stage's settings: configure_torch (deterministic mode without "
+        "its NaN-filling of new tensors; the variant below keeps it) and MKL's reproducible "
+        "mode (REPRODUCIBLE_MKL, which `polyfit` sets; its cost has its own section).",
         "autograd (the default) is the seed's computation: forward and backward over every "
         "sample, every step. gram sums X^T X, X^T y, y^T y once, chunk by chunk in float64 "
         "(that pass is inside the timing), then every step costs microseconds at any n.",
@@ -201,5 +191,5 @@ def scale(repeats: int, sizes=SIZES) -> Section:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
     n_arg, steps_arg, threads_arg = (int(value) for value in sys.argv[2:5])
-    fill_arg = "--no-fill" not in sys.argv
+    fill_arg = "--fill" in sys.argv
     print(json.dumps(child(n_arg, steps_arg, threads_arg, sys.argv[5], fill=fill_arg)))
