@@ -43,6 +43,48 @@ for _name, _value in REPRODUCIBLE_MKL.items():
     os.environ.setdefault(_name, _value)
 
 
+def lock_inputs(lock_text: str | bytes) -> dict:
+    """dvc.lock without the hashes of what the pipeline computes: each stage's command, params
+    and source deps."""
+    computed = {str(path) for path in OUTPUTS}
+    return {
+        name: (
+            stage["cmd"],
+            stage.get("params"),
+            [d for d in stage["deps"] if d["path"] not in computed],
+        )
+        for name, stage in yaml.safe_load(lock_text)["stages"].items()
+    }
+
+
+# `make test` hands whole files to two processes in this order, the longest first, so both
+# finish together; files not named here follow in pytest's order (they take seconds).
+LONGEST_FIRST = [
+    "test_reproducibility",
+    "test_scale_out",
+    "test_readme",
+    "test_experiments",
+    "test_sweep",
+    "test_team",
+    "test_adapting",
+    "test_failures_env",
+    "test_models",
+    "test_failures_dvc",
+    "test_pipeline",
+    "test_recovery",
+    "test_failures_runs",
+    "test_properties",
+    "test_ui",
+    "test_failures_server",
+    "test_gate",
+]
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: keeps order
+
+
 def default_params() -> dict:
     """A fresh, mutable copy of the repo's params.yaml as parsed YAML."""
     return copy.deepcopy(DEFAULT_PARAMS)

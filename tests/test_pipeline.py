@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 import torch
-import yaml
 from conftest import (
     OUTPUTS,
     REPO,
     default_params,
+    lock_inputs,
     mlflow_client,
     polyfit,
     run,
@@ -52,15 +52,12 @@ def test_repro_runs_three_stages_and_matches_the_committed_results(reproduced):
     project, output, _ = reproduced
     assert ran_stages(output) == ["generate", "train", "evaluate"]
     assert "Result: y = " in output
-    # What each stage read is recorded exactly as committed. What it wrote is the same bytes on
-    # x86-64 with AVX2 but may differ in the last float32 bits elsewhere (ARM, no AVX2), so the
-    # metrics are held to the committed ones by the gate's tolerances, as CI does.
-    produced, committed = (
-        yaml.safe_load((folder / "dvc.lock").read_text()) for folder in (project, REPO)
-    )
-    for stage, record in committed["stages"].items():
-        for key in ("cmd", "deps", "params"):
-            assert produced["stages"][stage].get(key) == record.get(key), (stage, key)
+    # What each stage read from the repo (code, params) is recorded exactly as committed. What the
+    # stages wrote, and so what a later stage read from an earlier one, is the same bytes only on
+    # the CPU that made the lock (another vendor rounds the last float32 bits differently), so
+    # those are held to the committed metrics by the gate's tolerances, as CI does.
+    lock, committed = ((folder / "dvc.lock").read_text() for folder in (project, REPO))
+    assert lock_inputs(lock) == lock_inputs(committed)
     gate = polyfit("gate", "--baseline", "HEAD", cwd=project)
     assert gate.returncode == 0, gate.stdout + gate.stderr
 

@@ -22,7 +22,16 @@ from typing import NamedTuple
 import pytest
 import requests
 import yaml
-from conftest import OUTPUTS, REPO, clean_env, make_project, mlflow_client, run, runs_of
+from conftest import (
+    OUTPUTS,
+    REPO,
+    clean_env,
+    lock_inputs,
+    make_project,
+    mlflow_client,
+    run,
+    runs_of,
+)
 from servers import free_port, stop_server
 
 from polyfit import paths
@@ -32,7 +41,7 @@ SKIPPED = {  # README command -> why this test does not run it
     "make test-fast": "runs the unit tests",
     "make format": "rewrites the source files",
     "make sweep": "six optimizers take minutes; tests/test_sweep.py runs `polyfit sweep`",
-    "make bench": "the benchmarks take ~15 minutes",
+    "make bench": "the benchmarks take ~25 minutes",
     "source .venv/bin/activate": "the venv's bin is on PATH already (a scratch copy has no .venv)",
 }
 
@@ -123,20 +132,6 @@ def committed(project: Path, name: str) -> bytes:
     return subprocess.run(
         ["git", "show", f"HEAD:{name}"], cwd=project, capture_output=True, check=True
     ).stdout
-
-
-def lock_inputs(lock_text: str | bytes) -> dict:
-    """dvc.lock without the hashes of what the pipeline computes: each stage's command, params
-    and source deps."""
-    computed = {str(path) for path in OUTPUTS}
-    return {
-        name: (
-            stage["cmd"],
-            stage.get("params"),
-            [d for d in stage["deps"] if d["path"] not in computed],
-        )
-        for name, stage in yaml.safe_load(lock_text)["stages"].items()
-    }
 
 
 def assert_committed_baseline(project: Path) -> None:
