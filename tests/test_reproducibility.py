@@ -50,10 +50,18 @@ def outputs_under(folder: Path, **forced: str) -> dict[str, bytes]:
     return {str(path): (folder / path).read_bytes() for path in OUTPUTS}
 
 
+def forcible_code_paths() -> dict[str, dict]:
+    """CODE_PATHS this CPU follows: MKL ignores MKL_ENABLE_INSTRUCTIONS off Intel CPUs (on an AMD
+    EPYC every MKL setting gave the same bytes), so there those paths would repeat others."""
+    if is_intel():
+        return CODE_PATHS
+    return {name: env for name, env in CODE_PATHS.items() if "MKL_ENABLE_INSTRUCTIONS" not in env}
+
+
 def test_every_forced_code_path_writes_the_same_bytes(tmp_path):
     results = {
         name: outputs_under(tmp_path / str(i), **forced)
-        for i, (name, forced) in enumerate(CODE_PATHS.items())
+        for i, (name, forced) in enumerate(forcible_code_paths().items())
     }
     reference = results["default"]
     for name, outputs in results.items():
