@@ -44,8 +44,12 @@ format: install-dev ## apply ruff's fixes and formatting
 	ruff check --fix .
 	ruff format .
 
-test: lint ## lint, then every test (unit and end-to-end): what CI runs
-	pytest
+# Two pytest processes (pytest-xdist), each taking whole test files (a file's shared pipeline is
+# built once), in the order tests/conftest.py gives: the longest first, not the most tests first.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+test: lint ## lint, then every test (unit and end-to-end) on 2 processes: what CI runs
+	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install-dev ## the unit tests: no dvc repro, no server, no browser (under a minute)
 	pytest -m "not slow"

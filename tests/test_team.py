@@ -31,7 +31,7 @@ POSTGRES = "postgres@127.0.0.1:5432"
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2-binary.
 MLFLOW_POSTGRES = f"postgresql+psycopg2://{POSTGRES}"
 STAGES = ("generate", "train", "evaluate")
-SWEEP_LRS = (0.001, 0.002, 0.005)
+SWEEP_LRS = (0.001, 0.002)  # one per worker: both run at once
 
 
 def experiment_params(experiment: str) -> dict:

@@ -91,5 +91,7 @@ def main(args) -> None:
     sys.stdout.flush()
     quiet_server_env(args.verbose)
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri]
-    command += ["--host", args.host, "--port", str(args.port)]
+    # One worker: one person's browser. MLflow's default of 4 starts 4 processes that each import
+    # MLflow, so the URL answers seconds later and each holds its own memory.
+    command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]
     os.execv(sys.executable, [sys.executable, "-m", *command])  # this venv's mlflow
