@@ -51,8 +51,8 @@ TEST_WORKERS ?= 2
 test: lint ## lint, then every test (unit and end-to-end) on 2 processes: what CI runs
 	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test-fast: install-dev ## the unit tests: no dvc repro, no server, no browser (under a minute)
-	pytest -m "not slow"
+test-fast: install-dev ## the unit tests on 2 processes: no dvc repro, server or browser (< 1 min)
+	pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 gate: install ## compare workspace metrics with HEAD by the rules in gate.yaml
 	polyfit gate --baseline HEAD
