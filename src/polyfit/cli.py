@@ -149,20 +149,23 @@ def main(argv: list[str] | None = None) -> None:
     _run(_parser().parse_args(argv))
 
 
-def _check_memory(stage: str) -> None:
-    """Refuse params whose data would not fit in memory before the stage allocates anything."""
+def _preflight(stage: str) -> None:
+    """Fail in seconds, before the stage imports torch and mlflow (~3 s): params whose data
+    would not fit in memory, or a tracking server that does not answer."""
     from polyfit import paths
     from polyfit.memory import check_memory
     from polyfit.params import load_params
+    from polyfit.tracking.store import probe_store
 
     check_memory(load_params(paths.PARAMS), stage, str(paths.PARAMS))
+    probe_store()
 
 
 def _run(args: argparse.Namespace) -> None:
     module = "stages." + args.command if args.command in STAGES else TOOLS[args.command]
     try:
         if args.command in STAGES:
-            _check_memory(args.command)
+            _preflight(args.command)
         entry = importlib.import_module(f"polyfit.{module}")
         if args.command in STAGES:
             entry.main()
