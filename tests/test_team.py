@@ -41,6 +41,9 @@ def experiment_params(experiment: str) -> dict:
     return params
 
 
+TEAM_PARAMS = experiment_params("team-pipeline")
+
+
 @pytest.fixture(scope="module")
 def postgres_database():
     """The name of a fresh PostgreSQL database, dropped at the end."""
@@ -102,11 +105,20 @@ def assert_model_artifact_matches(client, run_id: str, project: Path, scratch: P
     assert all(torch.equal(served[name], local[name]) for name in local)
 
 
-def test_pipeline_tracks_everything_on_the_team_server(team_server, postgres_database, tmp_path):
-    url, artifacts = team_server
-    params = experiment_params("team-pipeline")
-    project = make_project(tmp_path / "project", params)
+@pytest.fixture(scope="module")
+def team_project(team_server, tmp_path_factory) -> Path:
+    """A project whose `dvc repro` tracked every stage on the team server: built once here."""
+    url, _ = team_server
+    project = make_project(tmp_path_factory.mktemp("team") / "project", TEAM_PARAMS)
     dvc(project, "repro", env=clean_env(MLFLOW_TRACKING_URI=url))
+    return project
+
+
+def test_pipeline_tracks_everything_on_the_team_server(
+    team_server, team_project, postgres_database, tmp_path
+):
+    url, artifacts = team_server
+    params, project = TEAM_PARAMS, team_project
 
     runs = {stage: runs_of(url, "team-pipeline", stage) for stage in STAGES}
     assert {stage: len(found) for stage, found in runs.items()} == dict.fromkeys(STAGES, 1)
@@ -205,12 +217,13 @@ def git(args: list[str], cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(tmp_path):
-    origin = make_project(tmp_path / "origin", small_params())
-    remote = str(tmp_path / "remote")
+def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(
+    team_server, team_project, postgres_database, tmp_path
+):
+    url, _ = team_server
+    origin, remote = team_project, str(tmp_path / "remote")
     # --local: a directory path is machine-specific; an S3 remote would go in .dvc/config.
     dvc(origin, "remote", "add", "--local", "-d", "storage", remote)
-    dvc(origin, "repro")
     dvc(origin, "push")
     git(["add", "-A"], origin)  # dvc.lock and the committed metrics
     git(["commit", "-qm", "pipeline outputs"], origin)
@@ -222,7 +235,7 @@ def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(tmp_path):
     model = Path("models") / "model.pt"
     assert (clone / model).read_bytes() == (origin / model).read_bytes()
     assert "Data and pipelines are up to date." in dvc(clone, "status")
-    reproduced = dvc(clone, "repro")
+    reproduced = dvc(clone, "repro", env=clean_env(MLFLOW_TRACKING_URI=url))
     assert "Running stage" not in reproduced
     assert all(f"Stage '{stage}' didn't change, skipping" in reproduced for stage in STAGES)
-    assert not (clone / "mlflow.db").exists()  # no stage ran, so nothing was tracked
+    assert postgres_run_count(postgres_database, "team-pipeline") == 3  # no stage ran: no run
