@@ -12,7 +12,7 @@ import time
 from operator import attrgetter
 
 import pytest
-from conftest import mlflow_client, polyfit, runs_of, small_params
+from conftest import mlflow_client, polyfit, runs_of, small_params, write_params
 from fault_tools import polyfit_child, snapshot, stage_folder, store_env
 from servers import hanging_up_server
 
@@ -155,6 +155,19 @@ def test_unreachable_server_fails_fast_before_training(tmp_path):
     assert done.stderr.count("\n") == 1
     assert done.stdout == ""  # not one loss line: training never started
     assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("uri", "cause"),
+    [("http://", "No host supplied"), ("http://127.0.0.1:99999", "Failed to parse")],
+)
+def test_a_malformed_server_url_is_one_line_naming_it(tmp_path, uri, cause):
+    write_params(tmp_path, small_params())
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+    done = polyfit("generate", cwd=tmp_path, env=store_env(tmp_path, MLFLOW_TRACKING_URI=uri))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"polyfit generate: error: MLflow tracking store {uri} unusable")
+    assert cause in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def probe_server(uri: str) -> None:
             f"MLflow tracking store {uri} unusable: no answer to GET /health within "
             f"{connect} s (connect) + {read} s (read)"
         ) from None
-    except requests.ConnectionError as error:
+    except requests.RequestException as error:  # refused, reset, or a URL it cannot parse
         raise PolyfitError(f"MLflow tracking store {uri} unusable: {one_line(error)}") from None
     _answered.add(uri)
 
