@@ -5,8 +5,9 @@
 
 Each (code path, seed) trains and scores the default params in a child process with the code
 path forced through the environment (MKL reads it once per process), as the train and evaluate
-stages compute them. The figures other CPUs gave (scripts/observed_cpus.json, e.g. an AMD EPYC,
-which no setting here reproduces) join the spread of their seed. Prints, per metric, the largest
+stages compute them. The figures kept from every CPU measured so far (scripts/observed_cpus.json:
+an Intel Xeon's 16 paths, an AMD EPYC's default and scalar kernels) join the spread of their seed,
+so the suggestion covers them all, whichever machine this runs on. Prints, per metric, the largest
 spread (max - min over the code paths and CPUs of one seed), and the tolerance gate.yaml should
 hold: 2x that spread, as `abs` or `rel` like the metric's current rule. docs/determinism.md.
 """
@@ -86,7 +87,7 @@ def gated_rules() -> dict:
 
 
 def observed(seed: int) -> list[tuple[str, dict]]:
-    """(label, metrics) measured on other CPUs for this seed."""
+    """(label, metrics) kept from the CPUs measured so far, for this seed."""
     found = json.loads(OBSERVED.read_text())["observations"]
     return [(f"{o['cpu']}, {o['setting']}", o["metrics"]) for o in found if o["seed"] == seed]
 
