@@ -81,7 +81,7 @@ def measure(workers: int, log: Path | None = None) -> dict:
 
 
 def command_of(argv: list[str]) -> str:
-    """'polyfit train', 'dvc exp', 'mlflow server', 'pytest' (in-process tests), ..."""
+    """'polyfit train', 'dvc exp', 'mlflow server', or pytest itself (in-process tests)."""
     program = Path(argv[0]).name if argv else "python"
     if program == "__main__.py":  # python -m polyfit X
         program = Path(argv[0]).parent.name
@@ -96,10 +96,14 @@ def by_process(log: Path, workers: int) -> None:
     total = sum(entry["cpu"] for entry in entries)
     print(f"\nThe {workers}-process run recorded {len(entries)} Python processes, ", end="")
     print(f"{total / 60:.1f} CPU-min in all:\n")
-    for title, key in (("command", lambda e: command_of(e["argv"])), ("test file", None)):
+    groupings = {
+        "command": lambda entry: command_of(entry["argv"]),
+        "test file": lambda entry: entry["test"] or "(outside a test)",
+    }
+    for title, group in groupings.items():
         cpu, count = Counter(), Counter()
         for entry in entries:
-            name = key(entry) if key else (entry["test"] or "(outside a test)")
+            name = group(entry)
             cpu[name] += entry["cpu"]
             count[name] += 1
         print(f"| {title} | processes | CPU | share |\n|---|---|---|---|")
