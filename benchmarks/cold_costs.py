@@ -8,9 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from timing import Row, Section, median, run, scratch, spread
+from timing import Row, Section, median, run, scratch, spread, timed
 
 HERE = Path(__file__).resolve().parent
+# A stage's imports, ended by Python's own exit or, as `python -m polyfit` ends, without teardown.
+LOADED = "import torch, mlflow, torch._dynamo"
+ENDINGS = {"normal": LOADED, "os_exit": LOADED + "; import os; os._exit(0)"}
 COSTS = {
     "import_torch": "`import torch`",
     "import_mlflow": "`import mlflow` (after torch)",
@@ -51,6 +54,13 @@ def child(folder: Path) -> dict[str, float]:
     return seconds
 
 
+def _teardown_seconds() -> float:
+    """Wall time of a process that loads what a stage loads, minus the same process ended by
+    os._exit: what freeing the interpreter's objects at exit costs."""
+    normal, skipped = (timed([sys.executable, "-c", code])[0] for code in ENDINGS.values())
+    return normal - skipped
+
+
 def _import_store_code() -> None:
     for module in (
         "mlflow.store.tracking.sqlalchemy_store",
@@ -66,16 +76,27 @@ def cold_costs(repeats: int) -> Section:
         folder.mkdir()
         output = run([sys.executable, str(HERE / "cold_costs.py"), "--child", str(folder)]).stdout
         samples.append(json.loads(output.strip().splitlines()[-1]))
+    teardowns = [_teardown_seconds() for _ in range(repeats)]
     section = Section("Where a cold stage's time goes")
     torch_import = median([s["import_torch"] for s in samples])
     for key, label in COSTS.items():
         values = [s[key] for s in samples]
         relative = f"{median(values) / torch_import:.2f}x `import torch`"
         section.rows.append(Row(label, f"{spread(values)}, {relative}"))
+    section.rows.append(
+        Row(
+            "the interpreter's teardown after those imports: Python's own exit pays it (the "
+            "floor's `python -c` processes too, for their two imports); `python -m polyfit` "
+            "skips it",
+            f"{spread(teardowns)}, {median(teardowns) / torch_import:.2f}x `import torch`",
+        )
+    )
     section.notes += [
         f"{repeats} new process(es), each timing the costs in the order above (wall time); a "
         "stage process pays each at most once. The floor holds the imports and the torch._dynamo "
         "import; the store's code, its schema and the package scan are what the pipeline adds.",
+        f"Teardown: {repeats} pair(s) of `python -c '{LOADED}'`, ended normally and by "
+        "`os._exit(0)`; the row is the difference.",
     ]
     return section
 

@@ -82,7 +82,9 @@ def cold(repeats: int) -> Section:
         "Floor = 3 x the wall time of `python -c 'import torch, mlflow'` (interpreter start, "
         "the two imports, interpreter exit) + the seed script's own time after its "
         "`import torch` (data, model, RMSprop including its torch._dynamo import, 2000 steps, "
-        "reported by the script itself).",
+        "reported by the script itself). The floor's processes end with Python's own exit, "
+        "teardown included; polyfit's stages skip the teardown (docs/pipeline.md; its cost is "
+        "a row of the next section).",
         "'of which' rows split the same `dvc repro` runs by the time DVC printed each "
         '"Running stage" line (output unbuffered).',
         "The clone's stages run the working tree's polyfit package (installed editable in "
