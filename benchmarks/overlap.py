@@ -61,7 +61,9 @@ def overlap(repeats: int) -> Section:
         "Overlapped: each stage forks a one-worker pool (benchmarks/compute.py) before importing "
         "torch or MLflow; the worker imports torch and computes, while the stage process "
         "imports MLflow and opens the store, then logs the worker's results. train also imports "
-        "torch while the worker trains (the LoggedModel runs the model on its input example).",
+        "torch while the worker trains (the LoggedModel runs the model on its input example). "
+        "Both variants end their processes as `python -m polyfit` does, without the "
+        "interpreter's teardown.",
         f"Same output files from both variants ({', '.join(OUTPUTS)}): {same}.",
     ]
     return section

@@ -16,6 +16,7 @@ import sys
 import compute
 
 from polyfit import files, paths
+from polyfit.__main__ import end_process
 from polyfit.core.runtime import REPRODUCIBLE_MKL
 from polyfit.memory import check_memory
 from polyfit.params import Params, flatten, load_params
@@ -195,3 +196,4 @@ if __name__ == "__main__":
     stage_params = load_params(paths.PARAMS)
     check_memory(stage_params, stage, str(paths.PARAMS))
     STAGES[stage](stage_params)
+    end_process(0)  # as `python -m polyfit` ends, so both variants skip the teardown

@@ -51,11 +51,17 @@ def outputs_under(folder: Path, **forced: str) -> dict[str, bytes]:
 
 
 def forcible_code_paths() -> dict[str, dict]:
-    """CODE_PATHS this CPU follows: MKL ignores MKL_ENABLE_INSTRUCTIONS off Intel CPUs (on an AMD
-    EPYC every MKL setting gave the same bytes), so there those paths would repeat others."""
-    if is_intel():
-        return CODE_PATHS
-    return {name: env for name, env in CODE_PATHS.items() if "MKL_ENABLE_INSTRUCTIONS" not in env}
+    """CODE_PATHS this CPU follows, without those that would repeat the default: MKL ignores
+    MKL_ENABLE_INSTRUCTIONS off Intel CPUs (on an AMD EPYC every MKL setting gave the same
+    bytes), and forcing ATen's own choice (avx512 on an AVX-512 CPU) forces nothing."""
+    import torch
+
+    own_choice = {"ATEN_CPU_CAPABILITY": torch.backends.cpu.get_cpu_capability().lower()}
+    return {
+        name: env
+        for name, env in CODE_PATHS.items()
+        if env != own_choice and (is_intel() or "MKL_ENABLE_INSTRUCTIONS" not in env)
+    }
 
 
 def test_every_forced_code_path_writes_the_same_bytes(tmp_path):

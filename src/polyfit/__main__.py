@@ -1,10 +1,10 @@
 """`python -m polyfit` and the `polyfit` command: the command-line interface as a process.
 
 The process ends without tearing the interpreter down. After a stage, freeing torch's and
-MLflow's objects one by one takes about a second (a third of a cold `dvc repro`'s time above
-its floor, BENCHMARKS.md) and gives back nothing the OS does not take back at exit. Exit
-handlers still run, MLflow's and logging's among them. Code that calls polyfit.cli.main() in
-its own process (the tests) keeps Python's normal exit.
+MLflow's objects one by one takes most of a second (BENCHMARKS.md, "Where a cold stage's time
+goes") and gives back nothing the OS does not take back at exit. Exit handlers still run,
+MLflow's and logging's among them. Code that calls polyfit.cli.main() in its own process (the
+tests) keeps Python's normal exit.
 """
 
 import atexit
@@ -24,6 +24,11 @@ def run() -> NoReturn:
         if not isinstance(done.code, int | None):
             raise  # a message for Python to print
         code = done.code or 0
+    end_process(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with `code` as Python's own exit would, minus the teardown."""
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
     if any(thread.is_alive() and not thread.daemon for thread in others):
         sys.exit(code)  # Python waits for them first
