@@ -12,9 +12,10 @@ tests start counts, and so does anything else running) and how busy the cores we
 --by-process also says where that CPU went: every Python process the run starts (pytest, the
 stages, dvc, mlflow, dask) records its own CPU time as it exits, through a sitecustomize module
 put on PYTHONPATH for the run; the tables sum them by command and by test file. A process that
-ends without Python's exit handlers (a server the tests kill, os._exit) records nothing, nor does
-anything not written in Python (git, chromium, PostgreSQL): the gap to the /proc/stat total is
-theirs.
+ends without Python's exit handlers (a server the tests kill) records nothing, nor does anything
+not written in Python (git, chromium, PostgreSQL), nor the interpreter's teardown after the
+handlers (which `python -m polyfit` skips, but dvc and pytest pay): the gap to the /proc/stat
+total is theirs.
 """
 
 import argparse
