@@ -73,6 +73,9 @@ def measure(workers: int, log: Path | None = None) -> dict:
     wall = time.monotonic() - started
     busy_after, idle_after = cpu_seconds()
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
+    for line in done.stdout.splitlines():  # a timing is read knowing which tests failed
+        if line.startswith(("FAILED ", "ERROR ")):
+            print(line, file=sys.stderr)
     return {
         "wall": wall,
         "busy": busy_after - busy,
