@@ -1,12 +1,15 @@
 """Shared fixtures: a scratch copy of the repo (real git, real DVC), a scratch MLflow store, and
 helpers to run dvc and its experiment queue."""
 
+import atexit
 import contextlib
 import copy
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,8 +179,9 @@ def task_logs(project: Path, env: dict | None, tasks: list[str]) -> str:
     return logs[-3000:]
 
 
-def make_project(destination: Path, params: dict | None = None) -> Path:
-    """Copy the repo's git-tracked files into a new git repo with one commit (DVC included)."""
+def make_project(destination: Path, params: dict | None = None, store: bool = True) -> Path:
+    """Copy the repo's git-tracked files into a new git repo with one commit (DVC included),
+    with a copy of made_store() as its MLflow store unless `store` is False."""
     tracked = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split("\0")
@@ -191,6 +195,8 @@ def make_project(destination: Path, params: dict | None = None) -> Path:
         write_params(destination, params)
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "scratch copy"]):
         subprocess.run(["git", *args], cwd=destination, check=True, capture_output=True)
+    if store:
+        shutil.copy(made_store(), destination / "mlflow.db")  # git-ignored, as in a clone
     return destination
 
 
@@ -209,35 +215,37 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables made and nothing else. Making the tables of a fresh
-    store takes MLflow seconds; in-process tests copy this one instead. The end-to-end tests
-    still start from no store at all."""
+@functools.cache
+def made_store() -> Path:
+    """An MLflow SQLite store with its tables made and nothing else, made once per pytest
+    process. Making a store's tables costs MLflow 1.5-2 s of CPU (its migrations), so scratch
+    projects start with a copy, as a project has one after its first stage; tests of first use
+    (the README's fresh clone, queue workers racing to make it) start with none."""
     from mlflow.tracking import MlflowClient
 
-    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()  # runs MLflow's migrations
-    return path
+    folder = Path(tempfile.mkdtemp(prefix="polyfit-made-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()  # the migrations
+    return folder / "mlflow.db"
 
 
-def prepare_stage_dir(folder: Path, empty_store: Path, monkeypatch) -> None:
+def prepare_stage_dir(folder: Path, monkeypatch) -> None:
     """Make `folder` the project root of in-process stages, with its own SQLite MLflow store."""
     monkeypatch.chdir(folder)
     for name in [k for k in os.environ if k.startswith("DVC_")]:
         monkeypatch.delenv(name)
-    shutil.copy(empty_store, folder / "mlflow.db")
+    shutil.copy(made_store(), folder / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     write_params(folder, small_params())
 
 
 @pytest.fixture
-def stage_dir(tmp_path, empty_store, monkeypatch) -> Iterator[Path]:
+def stage_dir(tmp_path, monkeypatch) -> Iterator[Path]:
     """A working folder for running stages in-process, with its own SQLite MLflow store."""
     import torch
 
-    prepare_stage_dir(tmp_path, empty_store, monkeypatch)
+    prepare_stage_dir(tmp_path, monkeypatch)
     threads = torch.get_num_threads()  # one, as train.threads sets it in a stage process
     torch.set_num_threads(1)
     yield tmp_path

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import clean_env, mlflow_client, write_params
+from conftest import clean_env, made_store, mlflow_client, write_params
 
 from polyfit import files, paths
 from polyfit.tracking.store import _store_lock
@@ -19,8 +20,9 @@ LOSS_LINE = re.compile(r"^\d+ \S+$")  # what train prints every log_every steps:
 NOT_OUTPUTS = {"mlflow.db", "mlflow.db.lock", "stderr.txt"}
 
 
-def stage_folder(folder: Path, params: dict) -> Path:
-    """A folder stages can run in: project marker, params and data/dataset.pt built in-process."""
+def stage_folder(folder: Path, params: dict, store: bool = True) -> Path:
+    """A folder stages can run in: project marker, params, data/dataset.pt built in-process and,
+    unless `store` is False, a copy of made_store() as its MLflow store."""
     from polyfit.core.data import make_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -28,6 +30,8 @@ def stage_folder(folder: Path, params: dict) -> Path:
     write_params(folder, params)
     x, y = make_dataset(**params["data"])
     files.write_atomic(folder / paths.DATASET, files.tensors_to_bytes({"x": x, "y": y}))
+    if store:
+        shutil.copy(made_store(), folder / "mlflow.db")
     return folder
 
 
@@ -84,8 +88,7 @@ class Child:
                 raise AssertionError(f"not {count} loss lines within {timeout} s: {self.finish()}")
 
     def wait_for_training(self, timeout: float = 120) -> None:
-        """Block until training runs inside an open MLflow run: train's worker starts training
-        while the stage process imports MLflow, then the stage opens the run and waits."""
+        """Block until training runs inside an open MLflow run."""
         self._wait_for_loss_lines(1, timeout)
         with _store_lock(self.store):  # the stage may be creating it: two migrations collide
             client = mlflow_client(self.store)  # opens (or creates) the store

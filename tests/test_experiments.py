@@ -4,14 +4,23 @@ is `champion`, which then moves only on merit."""
 import os
 
 import pytest
-from conftest import dvc, mlflow_client, polyfit, queue_workers, runs_of, wait_for_queue
+from conftest import (
+    dvc,
+    make_project,
+    mlflow_client,
+    polyfit,
+    queue_workers,
+    runs_of,
+    wait_for_queue,
+)
 
 # One per queue worker, so both run at once; LBFGS also takes the closure path.
 SWEEP = {"adam": ("Adam", "0.01"), "lbfgs": ("LBFGS", "1.0")}
 
 
 @pytest.mark.slow
-def test_queued_sweep_on_two_workers_lands_every_run_in_the_root_store(project):
+def test_queued_sweep_on_two_workers_lands_every_run_in_the_root_store(tmp_path):
+    project = make_project(tmp_path / "project", store=False)  # the workers race to make it
     for name, (optimizer, lr) in SWEEP.items():
         dvc(
             project,

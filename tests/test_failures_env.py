@@ -8,12 +8,21 @@ The faults are real: small tmpfs mounts (as root), filled or remounted read-only
 import contextlib
 import errno
 import os
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import make_project, mlflow_client, polyfit, run, runs_of, small_params
+from conftest import (
+    made_store,
+    make_project,
+    mlflow_client,
+    polyfit,
+    run,
+    runs_of,
+    small_params,
+)
 from fault_tools import polyfit_child, stage_folder, store_env
 
 from polyfit import paths
@@ -135,7 +144,6 @@ def test_corrupt_store(tmp_path):
 def test_locked_store(tmp_path):
     """Another process holds mlflow.db's write lock past MLflow's 20 s busy timeout."""
     folder = stage_folder(tmp_path / "work", small_params())
-    assert polyfit("generate", cwd=folder, env=store_env(folder)).returncode == 0  # a store
     holder = sqlite3.connect(folder / "mlflow.db", isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")
@@ -155,7 +163,7 @@ def test_store_fills_mid_run(tmp_path):
     folder = stage_folder(tmp_path / "work", small_params(steps=30_000, log_every=100))
     with tmpfs(tmp_path / "store", "8m") as store:
         env = store_env(store)
-        assert polyfit("generate", cwd=folder, env=env).returncode == 0  # creates the store
+        shutil.copy(made_store(), store / "mlflow.db")
         child = polyfit_child("train", folder, env)
         child.wait_for_training()  # the run exists; its history is logged after training
         filler = fill(store)

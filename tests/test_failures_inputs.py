@@ -153,7 +153,7 @@ def test_bad_model_is_one_line_naming_the_file(tmp_path, make, expected):
 @pytest.fixture
 def folder(tmp_path):
     """A stage folder (small params) whose data/dataset.pt and models/model.pt are valid."""
-    folder = stage_folder(tmp_path / "work", small_params())
+    folder = stage_folder(tmp_path / "work", small_params(), store=False)
     files.write_atomic(folder / paths.MODEL, files.tensors_to_bytes(state_dict()))
     return folder
 

@@ -43,7 +43,7 @@ def reproduced(tmp_path_factory):
     runs it recorded, listed before any test adds runs of its own (so any test order works)."""
     from conftest import make_project
 
-    project = make_project(tmp_path_factory.mktemp("e2e") / "project")
+    project = make_project(tmp_path_factory.mktemp("e2e") / "project", store=False)
     output = repro(project)
     return project, output, runs_of(f"sqlite:///{project / 'mlflow.db'}")
 

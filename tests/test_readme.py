@@ -381,7 +381,7 @@ def walk_readme(project: Path, logs: Path) -> Walk:
 @pytest.mark.slow
 def test_the_readme_top_to_bottom(tmp_path):
     """A fresh clone, then every README command in order; one `dvc repro` (make run), reused."""
-    walk = walk_readme(make_project(tmp_path / "project"), tmp_path)
+    walk = walk_readme(make_project(tmp_path / "project", store=False), tmp_path)
     # The README still shows the whole newcomer's path, each URI form of predict included.
     assert set(walk.done) == set(STEPS), set(STEPS) - set(walk.done)
     assert walk.predicted_with == [str(paths.MODEL), CHAMPION, "runs:/<run id>/model"]

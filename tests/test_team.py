@@ -109,7 +109,7 @@ def assert_model_artifact_matches(client, run_id: str, project: Path, scratch: P
 def team_project(team_server, tmp_path_factory) -> Path:
     """A project whose `dvc repro` tracked every stage on the team server: built once here."""
     url, _ = team_server
-    project = make_project(tmp_path_factory.mktemp("team") / "project", TEAM_PARAMS)
+    project = make_project(tmp_path_factory.mktemp("team") / "project", TEAM_PARAMS, store=False)
     dvc(project, "repro", env=clean_env(MLFLOW_TRACKING_URI=url))
     return project
 
@@ -148,7 +148,7 @@ def test_pipeline_tracks_everything_on_the_team_server(
 
 def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
     url, _ = team_server
-    project = make_project(tmp_path / "project", experiment_params("team-sweep"))
+    project = make_project(tmp_path / "project", experiment_params("team-sweep"), store=False)
     env = clean_env(MLFLOW_TRACKING_URI=url)  # queue workers inherit it from `dvc queue start`
     for lr in SWEEP_LRS:
         dvc(project, "exp", "run", "--queue", "-S", f"train.lr={lr}", env=env)
@@ -176,7 +176,7 @@ def test_basic_auth_refuses_strangers_and_admits_the_pipeline(tmp_path, monkeypa
         "MLFLOW_AUTH_ADMIN_PASSWORD": password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
     }
-    project = make_project(tmp_path / "project", experiment_params("team-auth"))
+    project = make_project(tmp_path / "project", experiment_params("team-auth"), store=False)
     with mlflow_server(folder, workers=2, **server_env) as (url, _):  # SQLite store in folder
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         assert requests.get(search, timeout=10).status_code == 401

@@ -18,12 +18,12 @@ from polyfit.tracking import store
 
 
 @pytest.fixture(scope="module")
-def finished_pipeline(tmp_path_factory, empty_store) -> Path:
+def finished_pipeline(tmp_path_factory) -> Path:
     """The three stages, run once in-process on small params; the tests only read what they
     left (outputs and store)."""
     folder = tmp_path_factory.mktemp("pipeline")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        prepare_stage_dir(folder, empty_store, monkeypatch)
+        prepare_stage_dir(folder, monkeypatch)
         for stage in (generate, train, evaluate):
             stage.main()
     return folder
