@@ -10,8 +10,8 @@ from conftest import clean_env
 ENTRY = "import sys; sys.argv = ['polyfit', *sys.argv[1:]]; from polyfit.__main__ import run; run()"
 
 
-def polyfit_after(setup: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    script = f"{setup}\n{ENTRY}"
+def python_c(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """`python -c script args` in the tests' clean environment, output captured."""
     return subprocess.run(
         [sys.executable, "-c", script, *args],
         cwd=cwd,
@@ -22,19 +22,17 @@ def polyfit_after(setup: str, *args: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
+def polyfit_after(setup: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return python_c(f"{setup}\n{ENTRY}", *args, cwd=cwd)
+
+
 def test_exit_handlers_run_and_piped_output_is_complete(tmp_path):
     setup = "import atexit; atexit.register(lambda: open('handler-ran', 'w').close())"
     done = polyfit_after(setup, "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "handler-ran").exists()
     # The same text as with Python's own exit, which flushes the pipe's buffer itself.
-    plain = subprocess.run(
-        [sys.executable, "-c", "from polyfit.cli import main; main()", "--help"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    plain = python_c("from polyfit.cli import main; main()", "--help", cwd=tmp_path)
     assert plain.stdout.startswith("usage: polyfit")
     assert done.stdout == plain.stdout
 
@@ -72,9 +70,7 @@ def test_the_teardown_is_skipped(tmp_path):
         "        print('torn down', flush=True)\n"
         "witness = Witness()"
     )
-    plain = subprocess.run(
-        [sys.executable, "-c", setup], capture_output=True, text=True, timeout=60
-    )
+    plain = python_c(setup, cwd=tmp_path)
     assert plain.stdout == "torn down\n"  # Python's own exit frees it: the witness works
     done = polyfit_after(setup, "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

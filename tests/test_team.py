@@ -5,6 +5,7 @@ Every server is started by scripts/server.sh (what `make server` runs) on a free
 
 import contextlib
 import secrets
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -221,7 +222,8 @@ def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(
     team_server, team_project, postgres_database, tmp_path
 ):
     url, _ = team_server
-    origin, remote = team_project, str(tmp_path / "remote")
+    origin, remote = tmp_path / "origin", str(tmp_path / "remote")
+    shutil.copytree(team_project, origin, symlinks=True)  # the module's project stays as built
     # --local: a directory path is machine-specific; an S3 remote would go in .dvc/config.
     dvc(origin, "remote", "add", "--local", "-d", "storage", remote)
     dvc(origin, "push")
