@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import random
+import warnings
 
 import pytest
 import torch
@@ -39,10 +40,10 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def saved(obj, legacy: bool = False) -> bytes:
+def saved(obj, legacy: bool = False, protocol: int = 2) -> bytes:
     """torch.save bytes, in the zip format or the legacy pickle-only one."""
     buffer = io.BytesIO()
-    torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy)
+    torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy, pickle_protocol=protocol)
     return buffer.getvalue()
 
 
@@ -66,6 +67,14 @@ DATA_CASES = {
     "empty": (lambda: b"", f"{REFUSED}: the file is empty"),
     "text": (lambda: b"x,y\n0.0,0.0\n", f"{REFUSED}: it is a text file starting 'x,y', not"),
     "one word": (lambda: b"error\n", f"{REFUSED}: it is a text file starting 'error', not"),
+    "plain pickle": (
+        lambda: pickle.dumps({"x": [0.0] * N, "y": [0.0] * N}),  # protocol 4: torch would warn
+        f"{REFUSED}: a Python pickle, not torch.save output: save tensors with torch.save",
+    ),
+    "old format, protocol 4": (
+        lambda: saved({"x": torch.zeros(N), "y": torch.zeros(N)}, legacy=True, protocol=4),
+        f"{REFUSED}: torch.save's old pickle-only format, damaged or in pickle protocol 4",
+    ),
     "too many samples": (lambda: dataset(N + 1), "'x' has shape (9,), expected (8,)"),
     "2-d": (lambda: dataset(x=torch.zeros(N, 1)), "'x' has shape (8, 1), expected (8,)"),
     "float64": (lambda: dataset(y=torch.zeros(N).double()), "'y' must be a float32 tensor"),
@@ -83,8 +92,11 @@ DATA_CASES = {
 
 
 def error_for(load, path) -> str:
-    with pytest.raises(UsageError) as caught:
+    """The UsageError's message: one line naming the file, and no warning besides."""
+    with warnings.catch_warnings(record=True) as warned, pytest.raises(UsageError) as caught:
+        warnings.simplefilter("always")
         load(path)
+    assert [str(warning.message) for warning in warned] == []
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{path}: "), message
     return message
@@ -162,6 +174,7 @@ CLI_CASES = {
     "train, code in data": ("train", paths.DATASET, "zip", "unsupported GLOBAL posix.system"),
     "train, truncated data": ("train", paths.DATASET, "truncated", DAMAGED_ZIP),
     "evaluate, code in model": ("evaluate", paths.MODEL, "legacy", "unsupported GLOBAL"),
+    "evaluate, pickled model": ("evaluate", paths.MODEL, "plain pickle", "a Python pickle, not"),
     "evaluate, other degree": (
         "evaluate",
         paths.MODEL,
@@ -175,7 +188,7 @@ CLI_CASES = {
 @pytest.mark.parametrize(("stage", "name", "fault", "expected"), CLI_CASES.values(), ids=CLI_CASES)
 def test_cli_bad_input_exits_2_naming_the_file(folder, stage, name, fault, expected):
     marker = folder.parent / "ran"
-    if fault in ("zip", "legacy"):
+    if fault in ("zip", "legacy", "plain pickle"):
         content = code_carriers(marker)[fault]
     else:
         content = {**DATA_CASES, **MODEL_CASES}[fault][0]()

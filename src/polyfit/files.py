@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -88,7 +89,10 @@ def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        tensors = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            # torch's note on any pickle protocol but 2 is not one line; a failure's reason says it
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            tensors = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
     except Exception as error:  # damaged bytes surface as any of a dozen exception types
         reason = _load_failure(error, content)
         raise UsageError(f"{path}: not a tensor file polyfit can load safely: {reason}") from None
@@ -106,6 +110,10 @@ def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
     return tensors
 
 
+# How torch.save's old pickle-only format begins, after the PROTO opcode: its magic number.
+LEGACY_MAGIC = bytes.fromhex("8a0a6cfc9c46f9206aa85019")
+
+
 def _load_failure(error: Exception, content: bytes) -> str:
     """What the bytes are, in words: torch's own reasons name pickle opcodes and internal
     errors (`Unsupported operand 120`, a bare KeyError `101`, `EOFError`)."""
@@ -117,6 +125,13 @@ def _load_failure(error: Exception, content: bytes) -> str:
         return "the file is empty"
     if content.startswith(b"PK"):
         return "a zip archive but not a complete torch.save one (damaged or truncated)"
+    if content.startswith(b"\x80"):  # a pickle: its PROTO opcode, then the protocol
+        if LEGACY_MAGIC in content[:32]:
+            return (
+                f"torch.save's old pickle-only format, damaged or in pickle protocol {content[1]} "
+                "(which the safe loader cannot read): save it with torch.save's defaults"
+            )
+        return "a Python pickle, not torch.save output: save tensors with torch.save"
     if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in content[:512]):
         first_line = content.split(b"\n", 1)[0][:40].decode()
         return f"it is a text file starting {first_line!r}, not torch.save output"
