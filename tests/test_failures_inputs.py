@@ -264,3 +264,19 @@ def test_cli_divergence_fails_the_run_and_keeps_the_earlier_model(tmp_path):
     (run,) = runs_of(f"sqlite:///{folder / 'mlflow.db'}", stage="train")
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == error.removeprefix("polyfit train: error: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        ("nan", "--x nan: not a finite number"),
+        ("inf", "--x inf: not a finite number"),
+        ("1e39", "--x 1e+39: beyond float32's range (+-3.4e38), which the model uses"),
+    ],
+)
+def test_cli_predict_refuses_points_float32_cannot_hold(tmp_path, value, cause):
+    """Before loading any model: a nan prediction would look like an answer."""
+    for model in ([], ["--model", "models:/polyfit-cubic@champion"]):
+        done = polyfit("predict", "--x", "0.5", value, *model, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == f"polyfit predict: error: {cause}\n"

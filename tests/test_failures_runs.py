@@ -159,15 +159,22 @@ def test_unreachable_server_fails_fast_before_training(tmp_path):
 
 @pytest.mark.parametrize(
     ("uri", "cause"),
-    [("http://", "No host supplied"), ("http://127.0.0.1:99999", "Failed to parse")],
+    [
+        ("http://", "No host supplied"),
+        ("http://127.0.0.1:99999", "Failed to parse"),
+        ("garbage://x", "unsupported scheme 'garbage'; use sqlite:///PATH/mlflow.db or a"),
+        ("mlruns", "a path means MLflow's file store, which MLflow 3 refuses for tracking"),
+        ("file:///tmp/mlruns", "a path means MLflow's file store"),
+    ],
 )
-def test_a_malformed_server_url_is_one_line_naming_it(tmp_path, uri, cause):
+def test_a_malformed_or_unsupported_tracking_uri_is_one_line_naming_it(tmp_path, uri, cause):
     write_params(tmp_path, small_params())
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     done = polyfit("generate", cwd=tmp_path, env=store_env(tmp_path, MLFLOW_TRACKING_URI=uri))
     assert done.returncode == 1
     assert done.stderr.startswith(f"polyfit generate: error: MLflow tracking store {uri} unusable")
     assert cause in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]
 
 
 @pytest.mark.slow

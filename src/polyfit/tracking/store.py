@@ -33,6 +33,26 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+# The stores MLflow 3 tracks into: SQL databases (SQLAlchemy URLs, e.g. postgresql+psycopg2) and
+# tracking servers. Its file store (a plain path or file://) is refused for tracking.
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https")
+
+
+def check_uri(uri: str) -> None:
+    """Fail in one line on a URI MLflow would refuse with a paragraph, or with a bare KeyError."""
+    scheme = uri.partition("://")[0].split("+")[0] if "://" in uri else ""
+    if scheme in ("", "file"):
+        reason = "a path means MLflow's file store, which MLflow 3 refuses for tracking"
+    elif scheme not in SCHEMES:
+        reason = f"unsupported scheme '{scheme}'"
+    else:
+        return
+    raise PolyfitError(
+        f"MLflow tracking store {uri} unusable: {reason}; "
+        "use sqlite:///PATH/mlflow.db or a server's http://HOST:PORT"
+    )
+
+
 def _is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
@@ -56,13 +76,16 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def probe_store() -> None:
-    """Fail in seconds if the store is a tracking server that does not answer."""
-    if _is_server(tracking_uri()):
-        probe_server(tracking_uri())
+    """Fail in seconds on a URI MLflow cannot use or a tracking server that does not answer."""
+    uri = tracking_uri()
+    check_uri(uri)
+    if _is_server(uri):
+        probe_server(uri)
 
 
 def make_client(uri: str):
     """An MlflowClient for `uri` (tracking and model registry), with our env defaults."""
+    check_uri(uri)
     for name, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
     import mlflow
