@@ -3,6 +3,7 @@ versions point at it (the first is champion), every run names the dataset it rea
 under its train run; serve and predict say what to do when a model is missing, and stay quiet."""
 
 import contextlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -153,6 +154,13 @@ def served(project, env: dict, folder, *options: str):
         stop_server(server)
 
 
+def venv_off_path(env: dict) -> dict:
+    """`env` as a shell that never activated the venv has it: `.venv/bin/polyfit serve`."""
+    venv_bin = os.path.dirname(sys.executable)
+    kept = [folder for folder in env["PATH"].split(os.pathsep) if folder != venv_bin]
+    return {**env, "PATH": os.pathsep.join(kept)}
+
+
 def printed(done) -> list[float]:
     assert done.returncode == 0, done.stderr
     return [float(line.split()[1]) for line in done.stdout.splitlines()]
@@ -164,15 +172,18 @@ def test_champion_loads_serves_and_predicts_the_same_numbers(reproduced, tmp_pat
     expected = by_hand(state_dict, XS)
 
     loaded = load_in_fresh_process(env)
-    with served(project, env, tmp_path) as (url, log):
+    with served(project, venv_off_path(env), tmp_path) as (url, log):
         answer = requests.post(f"{url}/invocations", json={"inputs": XS}, timeout=60)
         columns = {"columns": ["x"], "data": [[x] for x in XS]}  # the README's other format
         split = requests.post(f"{url}/invocations", json={"dataframe_split": columns}, timeout=60)
+        unusable = requests.post(f"{url}/invocations", json={"inputs": [0.5, 1e39]}, timeout=60)
         # The URL line only: no INFO or access log, download bar or library warnings.
         assert log.read_text() == f"serving {CHAMPION} at {url}/invocations\n"
     assert answer.status_code == 200, answer.text
     serving = answer.json()["predictions"]
     assert split.json()["predictions"] == serving
+    assert unusable.status_code == 400  # not a nan prediction
+    assert "x: 1e+39 is not a finite float32 number" in unusable.json()["message"]
     predicted = polyfit("predict", "--model", CHAMPION, "--x", *map(str, XS), cwd=project, env=env)
     assert predicted.stderr == ""
     command = printed(predicted)

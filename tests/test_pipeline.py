@@ -103,10 +103,11 @@ def test_predict_evaluates_the_models_polynomial(reproduced):
     # y = a + b x + c x^2 + d x^3 from the state_dict, in float64 with NumPy, not model code.
     a = float(state["linear.bias"][0])
     b, c, d = (float(w) for w in state["linear.weight"][0])
-    xs = ["-3.1", "-1.5", "-0.25", "0", "0.7", "2", "3.14159"]
+    xs = ["-3.1", "-1.5", "-2.5e-1", "0", "0.7", "2", "3.14159"]
+    points = [f"--x={value}" for value in xs]  # --x adds points; "-2.5e-1" alone reads as an option
     x = np.float32([float(v) for v in xs]).astype(np.float64)  # the float32 points predict uses
     terms = np.stack([np.full_like(x, a), b * x, c * x**2, d * x**3])  # (4, N)
-    local = polyfit("predict", "--x", *xs, cwd=project, env=None)
+    local = polyfit("predict", *points, cwd=project, env=None)
     assert local.returncode == 0, local.stderr
     predicted = np.array([float(line.split()[1]) for line in local.stdout.splitlines()])
     # float32 evaluation: a few roundings of each term's size (powers, products, the sum).
@@ -118,6 +119,6 @@ def test_predict_evaluates_the_models_polynomial(reproduced):
     train = next(r for r in runs_of(uri, stage="train") if r.data.tags["model_sha256"] == model_sha)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     model_uri = f"runs:/{train.info.run_id}/model"  # the LoggedModel, loaded by MLflow
-    logged = polyfit("predict", "--x", *xs, "--model", model_uri, cwd=project, env=env)
+    logged = polyfit("predict", *points, "--model", model_uri, cwd=project, env=env)
     assert logged.returncode == 0, logged.stderr
     assert logged.stdout == local.stdout

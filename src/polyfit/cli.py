@@ -51,7 +51,14 @@ def _parser() -> argparse.ArgumentParser:
         help="predict y at given x with the current (or a logged) model",
         description="Predict with models/model.pt (the DVC output), or with an MLflow model.",
     )
-    predict.add_argument("--x", type=float, nargs="+", required=True, help="points to predict at")
+    predict.add_argument(
+        "--x",
+        type=float,
+        nargs="+",
+        action="extend",  # --x 0.5 --x=-1e3: a negative exponent form alone reads as an option
+        required=True,
+        help="points to predict at (repeatable; --x=-1e3 for a negative exponent form)",
+    )
     predict.add_argument(
         "--model",
         metavar="URI",

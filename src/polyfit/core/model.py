@@ -55,6 +55,19 @@ def build_model(config: dict) -> torch.nn.Module:
     return Polynomial(**config)
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def as_points(values) -> torch.Tensor:
+    """x (a list or array) as the (N,) float32 tensor the model computes on, refusing what float32
+    cannot hold (nan, inf, beyond 3.4e38): the prediction there would be nan, not an answer."""
+    x = torch.tensor(values, dtype=torch.float64).reshape(-1)  # a copy: the input may be read-only
+    unusable = x[~(x.abs() <= FLOAT32_MAX)]  # nan compares false too
+    if len(unusable):
+        raise ValueError(f"{unusable[0].item():g} is not a finite float32 number (|x| <= 3.4e38)")
+    return x.float()
+
+
 def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Model output at the points x (N,) -> (N,), without tracking gradients."""
     with torch.no_grad():

@@ -4,6 +4,7 @@ loads where polyfit is not installed), the model's config and the state_dict art
 """
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 from mlflow.types.type_hints import TypeFromExample
 
@@ -30,12 +31,14 @@ class TrainedModel(PythonModel):
     def predict(self, context, model_input: TypeFromExample, params=None) -> list[float]:
         """A list of x in, the list of y out (float32, as trained)."""
         import numpy as np
-        import torch
 
-        # A list, or a one-column DataFrame where MLflow passes one (inferring the signature). (N,)
-        x = torch.from_numpy(np.asarray(model_input, dtype=np.float32).reshape(-1))
-        with torch.no_grad():
-            return self.model(x).tolist()
+        from polyfit.core.model import as_points, predict
+
+        try:  # a list, or a one-column DataFrame where MLflow passes one (inferring the signature)
+            x = as_points(np.asarray(model_input, dtype=np.float64))
+        except ValueError as error:  # a 400 answer with the reason, not nan
+            raise MlflowException.invalid_parameter_value(f"x: {error}") from None
+        return predict(self.model, x).tolist()
 
 
 mlflow.models.set_model(TrainedModel())
