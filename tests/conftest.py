@@ -114,6 +114,12 @@ def clean_env(**extra: str) -> dict:
     return env
 
 
+def venv_off_path(env: dict) -> dict:
+    """`env` as a shell that never activated the venv has it: `.venv/bin/polyfit <command>`."""
+    kept = [folder for folder in env["PATH"].split(os.pathsep) if folder != str(BIN)]
+    return {**env, "PATH": os.pathsep.join(kept)}
+
+
 def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600):
     """Run a command, capturing text output; never raises on a non-zero exit."""
     return subprocess.run(

@@ -3,7 +3,6 @@ versions point at it (the first is champion), every run names the dataset it rea
 under its train run; serve and predict say what to do when a model is missing, and stay quiet."""
 
 import contextlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,16 @@ import pytest
 import requests
 import torch
 import yaml
-from conftest import clean_env, make_project, mlflow_client, polyfit, run, runs_of, small_params
+from conftest import (
+    clean_env,
+    make_project,
+    mlflow_client,
+    polyfit,
+    run,
+    runs_of,
+    small_params,
+    venv_off_path,
+)
 from servers import free_port, stop_server
 
 from polyfit import paths
@@ -152,13 +160,6 @@ def served(project, env: dict, folder, *options: str):
         yield url, log
     finally:
         stop_server(server)
-
-
-def venv_off_path(env: dict) -> dict:
-    """`env` as a shell that never activated the venv has it: `.venv/bin/polyfit serve`."""
-    venv_bin = os.path.dirname(sys.executable)
-    kept = [folder for folder in env["PATH"].split(os.pathsep) if folder != venv_bin]
-    return {**env, "PATH": os.pathsep.join(kept)}
 
 
 def printed(done) -> list[float]:

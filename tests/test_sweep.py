@@ -5,7 +5,7 @@ import sys
 import time
 
 import pytest
-from conftest import clean_env, make_project, polyfit, run, small_params
+from conftest import clean_env, make_project, polyfit, run, small_params, venv_off_path
 from servers import closed_port
 
 from polyfit.sweep.grid import expand, experiment_name
@@ -117,8 +117,8 @@ def test_local_sweep_runs_every_configuration_and_names_the_failed_one(tmp_path)
     project = make_project(tmp_path / "project", small_params())
     args = ["sweep", "-j", "2", "--name", "loc", "-S", "train.lr=1e-3,2e-3"]
     args += ["--also", "-S", "train.optimizer=SGD", "-S", "train.lr=1.0"]  # diverges
-    try:
-        done = polyfit(*args, cwd=project, timeout=900)
+    try:  # as `.venv/bin/polyfit sweep`: its queue workers still run this venv's dvc and polyfit
+        done = polyfit(*args, cwd=project, env=venv_off_path(clean_env()), timeout=900)
     finally:
         run(["dvc", "queue", "stop", "--kill"], project)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -1,9 +1,11 @@
-"""Where the pipeline's files live, relative to the directory a stage runs in.
+"""Where the pipeline's files live, relative to the directory a stage runs in, and where its
+commands are found.
 
 dvc.yaml names the same files; tests/test_dvc_yaml.py keeps the two in step.
 """
 
 import os
+import sys
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -25,3 +27,10 @@ def project_root() -> Path:
         if (folder / "dvc.yaml").exists():
             return folder
     return here
+
+
+def venv_first(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this interpreter's bin folder first on PATH, so the `dvc`, `python -m polyfit`
+    and `uvicorn` that child processes start are this venv's, whether or not it is activated."""
+    path = env.get("PATH", os.defpath)
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{path}"}

@@ -5,11 +5,13 @@ process, ~0.2 s each instead of a DVC start-up each), `dvc queue start -j N` run
 queue's status is polled until none of ours is queued or running.
 """
 
+import os
 import subprocess
 import sys
 import time
 
 from polyfit.errors import PolyfitError
+from polyfit.paths import venv_first
 from polyfit.sweep.grid import Result, error_line, progress, read_result
 
 POLL_SECONDS = 2
@@ -75,6 +77,7 @@ def _start_workers(jobs: int) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,
+        env=venv_first(os.environ),  # the workers run the stages with this venv's python
     )
     if started.returncode != 0:
         raise PolyfitError("dvc queue start failed (run it by hand to see why)")
@@ -115,5 +118,7 @@ _COUNTED = ("Success", "Running", "Failed")
 
 def _failure_reason(rev: str) -> str:
     """The error line of the experiment's log (`dvc queue logs`)."""
-    logs = subprocess.run(["dvc", "queue", "logs", rev], capture_output=True, text=True)
+    logs = subprocess.run(
+        ["dvc", "queue", "logs", rev], capture_output=True, text=True, env=venv_first(os.environ)
+    )
     return error_line(logs.stdout + logs.stderr)

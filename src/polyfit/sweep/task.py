@@ -10,9 +10,8 @@ import logging
 import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
+from polyfit.paths import PARAMS, venv_first
 from polyfit.sweep.grid import Result, error_line, experiment_ref, git, read_result
 
 CLONE_VARIABLE = "POLYFIT_WORKER_CLONE"  # set by `polyfit worker`
@@ -64,7 +63,9 @@ def _run_and_push(commit: str, name: str, overrides: list[str], clone: str) -> s
         ["dvc", "exp", "run", "--temp", "--name", name, *settings],
         ["dvc", "exp", "push", "--force", "origin", name],
     ):
-        done = subprocess.run(command, cwd=clone, capture_output=True, text=True, env=_env())
+        # the worker's environment (tracking URI, credentials); its venv runs the stages
+        env = venv_first(os.environ)
+        done = subprocess.run(command, cwd=clone, capture_output=True, text=True, env=env)
         output = done.stdout + done.stderr
         log.info(
             "%s: %s: exit %d, %s", name, " ".join(command[:3]), done.returncode, error_line(output)
@@ -88,14 +89,6 @@ def _check_pushed(ref: str, clone: str) -> str | None:
     return None
 
 
-def _env() -> dict:
-    """The worker's environment (tracking URI, credentials), its venv first on PATH: the
-    stages run `python -m polyfit`, which must be the clone's install."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def _end_lost_runs(name: str, clone: str) -> str | None:
     """Mark KILLED the runs an earlier attempt at `name` left RUNNING when its worker died.
 
@@ -109,7 +102,7 @@ def _end_lost_runs(name: str, clone: str) -> str | None:
     here = os.getcwd()
     os.chdir(clone)  # the store and params of the clone (one task at a time per worker)
     try:
-        client, experiment_id = store.connect(load_params(Path("params.yaml")).mlflow.experiment)
+        client, experiment_id = store.connect(load_params(PARAMS).mlflow.experiment)
         found = client.search_runs(
             [experiment_id], f"tags.dvc_exp = '{name}' and attributes.status = 'RUNNING'"
         )

@@ -41,9 +41,5 @@ def main(args) -> None:
     command = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local"]
     command += ["--host", args.host, "--port", str(args.port)]
     print(f"serving {model} at http://{args.host}:{args.port}/invocations", flush=True)
-    # This venv's mlflow, whose scoring server starts `uvicorn` by name: the venv's bin leads PATH
-    # for `.venv/bin/polyfit serve` from a shell that never activated the venv.
-    os.environ["PATH"] = os.pathsep.join(
-        [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
-    )
-    os.execv(sys.executable, [sys.executable, "-m", *command])
+    # This venv's mlflow, whose scoring server starts `uvicorn` by name
+    os.execve(sys.executable, [sys.executable, "-m", *command], paths.venv_first(os.environ))
