@@ -5,6 +5,7 @@ and an evaluate run nested under the train run it scored.
 """
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -110,6 +111,24 @@ def test_unusable_store_is_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("polyfit ui: error: MLflow tracking store http://127.0.0.1:")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("command", ["ui", "serve"])
+def test_a_port_in_use_is_one_line_before_any_url(tmp_path, command):
+    """The server would print its bind error after the URL, which then names someone else's."""
+    write_params(tmp_path, default_params())
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = polyfit(command, "--port", str(port), cwd=tmp_path, env=env, timeout=120)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"polyfit {command}: error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "choose --port\n"
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # refused before touching the store
 
 
 def test_deleted_experiment_is_one_line(tmp_path):

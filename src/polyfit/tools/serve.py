@@ -8,6 +8,7 @@ import os
 import sys
 
 from polyfit import paths
+from polyfit.errors import UsageError
 from polyfit.params import load_params
 
 # What MLflow's servers (`mlflow models serve`, `mlflow ui`) print besides the URL and errors:
@@ -29,7 +30,22 @@ def quiet_server_env(verbose: bool) -> None:
             os.environ.setdefault(name, value)
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail in one line if the server could not listen there: it would say so only after the URL
+    we print, in a log line of its own."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except (OSError, OverflowError) as error:  # in use, an unknown host, a port > 65535
+            reason = getattr(error, "strerror", None) or str(error)
+            raise UsageError(f"cannot listen on {host}:{port}: {reason}; choose --port") from None
+
+
 def main(args) -> None:
+    check_port(args.host, args.port)
     model = args.model or f"models:/{load_params(paths.PARAMS).mlflow.registered_model}@champion"
     from polyfit.tracking import store
     from polyfit.tracking.model import resolve

@@ -73,18 +73,21 @@ def main(args) -> None:
     from polyfit import paths
     from polyfit.errors import PolyfitError
     from polyfit.params import load_params
-    from polyfit.tools.serve import quiet_server_env
+    from polyfit.tools.serve import check_port, quiet_server_env
     from polyfit.tracking import store
 
     params = load_params(paths.PARAMS)
-    client, experiment_id = store.connect(params.mlflow.experiment)
     uri = store.tracking_uri()
+    on_a_server = uri.startswith(("http://", "https://"))  # which serves the UI itself
+    if not on_a_server:
+        check_port(args.host, args.port)
+    client, experiment_id = store.connect(params.mlflow.experiment)
     try:  # e.g. a deleted experiment, or a server user without edit rights
         save_view(client, experiment_id)
     except MlflowException as error:
         reason = store.one_line(error)
         raise PolyfitError(f"cannot save the comparison view in {uri}: {reason}") from None
-    if uri.startswith(("http://", "https://")):  # a tracking server already serves the UI
+    if on_a_server:
         print(comparison_url(uri, experiment_id))
         return
     print(comparison_url(f"http://{args.host}:{args.port}", experiment_id))
