@@ -103,6 +103,35 @@ def test_unreachable_scheduler_is_one_line(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+# A configuration its stages would refuse: (-S values, the reason given).
+REFUSED_CONFIGURATIONS = {
+    "bad value": (
+        ["train.lr=1e-3,abc"],
+        "-S train.lr=abc: params.yaml: train.lr: Input should be a valid number (got 'abc')",
+    ),
+    "bad value in a later grid": (
+        ["train.lr=2e-3", "--also", "-S", "train.steps=0"],
+        "-S train.steps=0: params.yaml: train.steps: Input should be greater than or equal to 1 "
+        "(got 0)",
+    ),
+    "unknown key": (
+        ["train.lrr=1"],
+        "-S train.lrr=1: Could not override 'train.lrr'. No such key.",
+    ),
+    "added key": (["+train.new=1"], "-S +train.new=1: params.yaml: train.new: unknown key"),
+}
+
+
+def test_sweep_refuses_a_configuration_its_stages_would_refuse_before_queueing(tmp_path):
+    project = make_project(tmp_path / "project", small_params())
+    for case, (overrides, reason) in REFUSED_CONFIGURATIONS.items():
+        done = polyfit("sweep", "-S", *overrides, cwd=project)
+        assert (done.returncode, done.stdout) == (2, ""), case
+        assert done.stderr == f"polyfit sweep: error: {reason}\n", case
+    queue = run(["dvc", "queue", "status"], project)
+    assert "No experiment tasks in the queue" in queue.stdout + queue.stderr
+
+
 def test_worker_refuses_a_folder_that_is_not_a_clone(tmp_path):
     done = polyfit("worker", "tcp://127.0.0.1:9", cwd=tmp_path)
     assert done.returncode == 2

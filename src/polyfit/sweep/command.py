@@ -5,7 +5,7 @@ import os
 import sys
 
 from polyfit.errors import UsageError
-from polyfit.sweep.grid import NAME_PATTERN, Result, expand, experiment_name
+from polyfit.sweep.grid import NAME_PATTERN, Result, check, expand, experiment_name
 
 
 def main(args) -> None:
@@ -15,6 +15,7 @@ def main(args) -> None:
         raise UsageError("--jobs must be at least 1")
     groups = _split_groups(args.overrides or [])
     configurations = expand(groups)
+    check(configurations)
     named = {experiment_name(args.name, c): c for c in configurations}
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if scheduler:

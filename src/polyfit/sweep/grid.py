@@ -8,12 +8,17 @@ product (each optimizer with its own learning rate) fit in one command.
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from polyfit.errors import UsageError
-from polyfit.paths import EVAL_METRICS, TRAIN_METRICS
+from polyfit.params import validate_params
+from polyfit.paths import EVAL_METRICS, PARAMS, TRAIN_METRICS
+from polyfit.yaml12 import parse_yaml
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}")  # a valid git ref component
 
@@ -50,6 +55,28 @@ def expand(groups: list[list[str]]) -> list[list[str]]:
             if overrides not in configurations:
                 configurations.append(overrides)
     return configurations
+
+
+def check(configurations: list[list[str]]) -> None:
+    """Refuse, before anything is queued, a configuration its stages would refuse: apply its
+    params.yaml overrides to a copy as `dvc exp run -S` does (DVC's own function), validate it."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / PARAMS.name
+        for overrides in configurations:
+            own = [o for o in overrides if ":" not in o.split("=", 1)[0]]  # not other files'
+            shutil.copyfile(PARAMS, copy)
+            try:
+                apply_overrides(copy, own)
+            except InvalidArgumentError as error:  # hydra's reason: "Could not override 'x.y'."
+                reason = str(error.__cause__ or error).strip().splitlines()[0]
+                raise UsageError(f"-S {' '.join(overrides)}: {reason} No such key.") from None
+            try:
+                validate_params(parse_yaml(copy.read_text(), str(PARAMS)), str(PARAMS))
+            except UsageError as error:
+                raise UsageError(f"-S {' '.join(overrides)}: {error}") from None
 
 
 def _with_path(path: str, overrides: list[str]) -> list[str]:
