@@ -88,18 +88,29 @@ def test_regression_fails_and_names_the_metric(project):
     assert "**FAIL**" in done.stdout
 
 
-@pytest.mark.parametrize("value", [None, "NaN"])
-def test_missing_or_nan_metric_fails(project, value):
+@pytest.mark.parametrize(
+    ("value", "why"), [(None, "missing"), (math.nan, "NaN"), ("0.01", "not a number ('0.01')")]
+)
+def test_missing_nan_or_text_metric_fails(project, value, why):
     path = project / "metrics/eval.json"
     metrics = json.loads(path.read_text())
     if value is None:
         del metrics["gap_to_optimum"]
     else:
-        metrics["gap_to_optimum"] = math.nan
+        metrics["gap_to_optimum"] = value
     path.write_text(json.dumps(metrics))  # json writes NaN, as a broken run might
     done = polyfit("gate", cwd=project)
     assert done.returncode == 1
-    assert ("missing" if value is None else "NaN") + " on the current side" in done.stdout
+    assert f"**FAIL**: {why} on the current side |" in done.stdout
+
+
+def test_a_report_it_cannot_write_is_a_usage_error(project):
+    """Exit 2, not 1: a CI job would read 1 as a regression."""
+    done = polyfit("gate", "--report", "absent/report.md", cwd=project)
+    assert done.returncode == 2
+    assert (
+        done.stderr == "polyfit gate: error: --report absent/report.md: No such file or directory\n"
+    )
 
 
 @pytest.mark.slow

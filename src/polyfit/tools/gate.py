@@ -1,9 +1,9 @@
 """`polyfit gate`: fail CI when a metric regresses against the metrics committed at a revision.
 
 `dvc metrics diff` reports but always exits 0; this applies the rules in gate.yaml and exits
-0 (every rule holds), 1 (a regression, or a gated metric missing on one side or NaN) or 2 (usage
-error). A gated metric missing on both sides does not apply to this model or data (the
-polynomial-only metrics, for a model of your own): reported as such, not judged.
+0 (every rule holds), 1 (a regression, or a gated metric missing on one side, not a number or
+NaN) or 2 (usage error). A gated metric missing on both sides does not apply to this model or
+data (the polynomial-only metrics, for a model of your own): reported as such, not judged.
 """
 
 import json
@@ -49,10 +49,11 @@ def judge(metric: str, baseline, current, rule: Rule) -> Verdict:
     if baseline is None and current is None:  # a polynomial's metric, for a model of your own
         note = "not applicable: missing on both sides"
         return Verdict(metric=metric, rule=rule, passed=True, note=note, applicable=False, **sides)
+    raw = {"baseline": baseline, "current": current}
     problem = next(
         (
             f"{why} on the {side} side"
-            for side, value in sides.items()
+            for side, value in raw.items()
             for why in [_unusable(value)]
             if why
         ),
@@ -72,10 +73,14 @@ def _as_number(value) -> float | None:
     return float(value) if is_number else None
 
 
-def _unusable(value: float | None) -> str | None:
-    if value is None:
+def _unusable(raw) -> str | None:
+    """Why a metric's value (as read from JSON) cannot be judged, or None."""
+    if raw is None:
         return "missing"
-    return "NaN" if math.isnan(value) else None
+    number = _as_number(raw)
+    if number is None:
+        return f"not a number ({raw!r})"
+    return "NaN" if math.isnan(number) else None
 
 
 def _number(value) -> str:
@@ -209,6 +214,9 @@ def main(args) -> None:
     report = render(verdicts, params_diff(commit), against, this_cpu())
     print(report, end="")
     if args.report:
-        Path(args.report).write_text(report)
+        try:
+            Path(args.report).write_text(report)
+        except OSError as error:  # exit 1 would read as a regression
+            raise UsageError(f"--report {args.report}: {error.strerror}") from None
     if not all(v.passed for v in verdicts):
         sys.exit(1)
