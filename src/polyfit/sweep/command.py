@@ -15,19 +15,20 @@ def main(args) -> None:
         raise UsageError("--jobs must be at least 1")
     groups = _split_groups(args.overrides or [])
     configurations = expand(groups)
-    check(configurations)
     named = {experiment_name(args.name, c): c for c in configurations}
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if scheduler:
         from polyfit.sweep import cluster
 
         cluster.require_dask()
+        check(configurations)
         commit = cluster.check_workspace()  # refuse before anything is printed or sent
         print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
         results = cluster.run(named, scheduler, commit)
     else:
         from polyfit.sweep import local
 
+        check(configurations)
         print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
         results = local.run(named, args.jobs)
     print(table(results))
