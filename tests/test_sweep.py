@@ -128,6 +128,11 @@ def test_sweep_refuses_a_configuration_its_stages_would_refuse_before_queueing(t
         done = polyfit("sweep", "-S", *overrides, cwd=project)
         assert (done.returncode, done.stdout) == (2, ""), case
         assert done.stderr == f"polyfit sweep: error: {reason}\n", case
+    (project / "params.yaml").write_text("data: [\n")  # the file itself, before any override
+    done = polyfit("sweep", "-S", "train.lr=1e-3", cwd=project)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("polyfit sweep: error: params.yaml: malformed YAML at line 2")
+    assert done.stderr.count("\n") == 1, done.stderr
     queue = run(["dvc", "queue", "status"], project)
     assert "No experiment tasks in the queue" in queue.stdout + queue.stderr
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyfit.errors import UsageError
-from polyfit.params import validate_params
+from polyfit.params import load_params, validate_params
 from polyfit.paths import EVAL_METRICS, PARAMS, TRAIN_METRICS
 from polyfit.yaml12 import parse_yaml
 
@@ -63,6 +63,7 @@ def check(configurations: list[list[str]]) -> None:
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
 
+    load_params(PARAMS)  # the file itself first: DVC's parser would raise with a traceback
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / PARAMS.name
         for overrides in configurations:
