@@ -78,7 +78,7 @@ def main(args) -> None:
 
     params = load_params(paths.PARAMS)
     uri = store.tracking_uri()
-    on_a_server = uri.startswith(("http://", "https://"))  # a tracking server serves its own UI
+    on_a_server = store.is_server(uri)  # a tracking server serves its own UI
     if not on_a_server:
         check_port(args.host, args.port)
     client, experiment_id = store.connect(params.mlflow.experiment)

@@ -53,13 +53,13 @@ def check_uri(uri: str) -> None:
     )
 
 
-def _is_server(uri: str) -> bool:
+def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
 def _artifact_location(uri: str) -> str | None:
     """Local artifact folder beside the store; a tracking server chooses its own."""
-    return None if _is_server(uri) else (project_root() / "mlartifacts").as_uri()
+    return None if is_server(uri) else (project_root() / "mlartifacts").as_uri()
 
 
 @contextlib.contextmanager
@@ -79,7 +79,7 @@ def probe_store() -> None:
     """Fail in seconds on a URI MLflow cannot use or a tracking server that does not answer."""
     uri = tracking_uri()
     check_uri(uri)
-    if _is_server(uri):
+    if is_server(uri):
         probe_server(uri)
 
 
