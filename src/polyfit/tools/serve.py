@@ -40,7 +40,7 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except (OSError, OverflowError) as error:  # in use, an unknown host, a port > 65535
-            reason = getattr(error, "strerror", None) or str(error)
+            reason = (getattr(error, "strerror", None) or str(error)).rstrip(".")
             raise UsageError(f"cannot listen on {host}:{port}: {reason}; choose --port") from None
 
 
