@@ -1,62 +1,11 @@
-"""DVC experiments land in the one MLflow store at the repo root; the first registered version
-is `champion`, which then moves only on merit."""
+"""DVC experiments in the workspace land in the one MLflow store at the repo root; the first
+registered version is `champion`, which then moves only on merit. (Queued experiments:
+tests/test_sweep.py with a SQLite store, tests/test_team.py with a tracking server.)"""
 
 import os
 
 import pytest
-from conftest import (
-    dvc,
-    make_project,
-    mlflow_client,
-    polyfit,
-    queue_workers,
-    runs_of,
-    wait_for_queue,
-)
-
-# One per queue worker, so both run at once; LBFGS also takes the closure path.
-SWEEP = {"adam": ("Adam", "0.01"), "lbfgs": ("LBFGS", "1.0")}
-
-
-@pytest.mark.slow
-def test_queued_sweep_on_two_workers_lands_every_run_in_the_root_store(tmp_path):
-    project = make_project(tmp_path / "project", store=False)  # the workers race to make it
-    for name, (optimizer, lr) in SWEEP.items():
-        dvc(
-            project,
-            "exp",
-            "run",
-            "--queue",
-            "--name",
-            name,
-            "-S",
-            f"train.optimizer={optimizer}",
-            "-S",
-            f"train.lr={lr}",
-            "-S",
-            "train.steps=300",
-        )
-    with queue_workers(project, jobs=2):
-        status = wait_for_queue(project)
-    assert status.count("Success") == len(SWEEP), status
-
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    trains = runs_of(uri, stage="train")
-    assert len(trains) == len(SWEEP)
-    by_exp = {r.data.tags["dvc_exp"]: r for r in trains}
-    assert by_exp.keys() == SWEEP.keys()
-    for name, (optimizer, lr) in SWEEP.items():
-        train = by_exp[name]
-        assert train.info.status == "FINISHED"
-        assert train.data.params["train.optimizer"] == optimizer
-        assert float(train.data.params["train.lr"]) == float(lr)
-        assert train.info.run_name == f"train {optimizer} lr={float(lr):g} [{name}]"
-        history = mlflow_client(uri).get_metric_history(train.info.run_id, "loss")
-        assert len(history) == 300
-        assert "eval.train_set.mse" in train.data.metrics  # evaluate found its train run
-    assert len(runs_of(uri, stage="evaluate")) == len(SWEEP)
-    # nothing was tracked inside DVC's temporary copies
-    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+from conftest import dvc, mlflow_client, polyfit, runs_of
 
 
 @pytest.mark.slow

@@ -1,14 +1,24 @@
 """`polyfit sweep` and `polyfit worker`: the grid, the guards, and the local DVC queue path."""
 
+import json
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import clean_env, make_project, polyfit, run, small_params, venv_off_path
+from conftest import (
+    clean_env,
+    make_project,
+    mlflow_client,
+    polyfit,
+    run,
+    runs_of,
+    small_params,
+    venv_off_path,
+)
 from servers import closed_port
 
-from polyfit.sweep.grid import expand, experiment_name
+from polyfit.sweep.grid import expand, experiment_name, experiment_ref
 
 
 def test_grid_uses_the_syntax_of_dvc_exp_run_s():
@@ -146,58 +156,37 @@ def test_worker_refuses_a_folder_that_is_not_a_clone(tmp_path):
     )
 
 
-@pytest.mark.slow
-def test_local_sweep_runs_every_configuration_and_names_the_failed_one(tmp_path):
-    project = make_project(tmp_path / "project", small_params())
-    args = ["sweep", "-j", "2", "--name", "loc", "-S", "train.lr=1e-3,2e-3"]
-    args += ["--also", "-S", "train.optimizer=SGD", "-S", "train.lr=1.0"]  # diverges
-    try:  # as `.venv/bin/polyfit sweep`: its queue workers still run this venv's dvc and polyfit
-        done = polyfit(*args, cwd=project, env=venv_off_path(clean_env()), timeout=900)
-    finally:
-        run(["dvc", "queue", "stop", "--kill"], project)
-    assert done.returncode == 1, done.stdout + done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| loc-")]
-    assert len(rows) == 3
-    diverged = experiment_name("loc", ["train.optimizer=SGD", "train.lr=1.0"])
-    assert rows[-1].startswith(f"| {diverged} |") and "failed" in rows[-1]
-    assert f"polyfit sweep: error: {diverged} failed (" in done.stderr
-    assert "over 1000 x the first loss" in done.stderr
-    assert "sweep: 3/3 done, 0 running, 1 failed" in done.stderr
-
-    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
-    for lr in ("0.001", "0.002"):
-        name = experiment_name("loc", [f"train.lr={lr}"])
-        ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
-        train = run(["git", "show", f"{ref}:metrics/train.json"], project)
-        assert train.returncode == 0, f"no experiment {name}"
-        row = next(r for r in rows if r.startswith(f"| {name} |"))
-        final_loss = float(row.split("|")[3])
-        import json
-
-        assert final_loss == pytest.approx(json.loads(train.stdout)["final_loss"], rel=1e-5)
+# One configuration per queue worker, so both run at once (LBFGS also takes the closure path),
+# then one that diverges, still queued when the workers are stopped.
+GOOD = [["train.optimizer=Adam", "train.lr=0.01"], ["train.optimizer=LBFGS", "train.lr=1.0"]]
+DIVERGES = ["train.optimizer=SGD", "train.lr=1.0"]
 
 
 @pytest.mark.slow
-def test_local_sweep_starts_the_queue_again_when_its_workers_stop(tmp_path):
-    """DVC's workers can stop with tasks still queued (treeverse/dvc#10562): `dvc queue stop`
-    makes that state for real. The sweep starts them again instead of waiting forever."""
-    project = make_project(tmp_path / "project", small_params())
-    args = ["sweep", "-j", "1", "--name", "stop", "-S", "train.lr=1e-3,2e-3"]
+def test_local_sweep_lands_every_run_in_the_root_store_and_outlives_stopped_workers(tmp_path):
+    """`.venv/bin/polyfit sweep -j 2` on a project with no store yet: the two queue workers race
+    to make it. Stopping them mid-sweep leaves a configuration queued, as DVC's workers can stop
+    by themselves (treeverse/dvc#10562): the sweep starts them again instead of waiting forever,
+    and names the configuration that failed."""
+    project = make_project(tmp_path / "project", small_params(), store=False)
+    args = ["sweep", "-j", "2", "--name", "loc", "-S", GOOD[0][0], "-S", GOOD[0][1]]
+    args += ["--also", "-S", GOOD[1][0], "-S", GOOD[1][1]]
+    args += ["--also", "-S", DIVERGES[0], "-S", DIVERGES[1]]
     err = open(tmp_path / "sweep.err", "w+")  # noqa: SIM115 (read while the sweep runs)
-    sweep = subprocess.Popen(
+    sweep = subprocess.Popen(  # as `.venv/bin/polyfit sweep`: its workers still use this venv
         [sys.executable, "-m", "polyfit", *args],
         cwd=project,
-        env=clean_env(),
+        env=venv_off_path(clean_env()),
         stdout=subprocess.PIPE,
         stderr=err,
         text=True,
     )
     try:
         deadline = time.monotonic() + 300
-        while "0/2 done, 1 running" not in (tmp_path / "sweep.err").read_text():
+        while "0/3 done, 2 running" not in (tmp_path / "sweep.err").read_text():
             assert sweep.poll() is None and time.monotonic() < deadline, "no experiment ran"
             time.sleep(0.5)
-        stopped = run(["dvc", "queue", "stop"], project)  # the worker ends after this task
+        stopped = run(["dvc", "queue", "stop"], project)  # the workers end after these tasks
         assert stopped.returncode == 0, stopped.stderr
         stdout, _ = sweep.communicate(timeout=600)
     finally:
@@ -205,8 +194,38 @@ def test_local_sweep_starts_the_queue_again_when_its_workers_stop(tmp_path):
             sweep.kill()
         run(["dvc", "queue", "stop", "--kill"], project)
     stderr = (tmp_path / "sweep.err").read_text()
-    assert sweep.returncode == 0, stdout + stderr
+    assert sweep.returncode == 1, stdout + stderr
     assert "sweep: the queue's workers stopped; starting them again" in stderr
-    assert "sweep: 2/2 done, 0 running, 0 failed" in stderr
-    rows = [line for line in stdout.splitlines() if line.startswith("| stop-")]
-    assert len(rows) == 2 and not [row for row in rows if "failed" in row]
+    assert "sweep: 3/3 done, 0 running, 1 failed" in stderr
+    rows = [line for line in stdout.splitlines() if line.startswith("| loc-")]
+    assert len(rows) == 3
+    diverged = experiment_name("loc", DIVERGES)
+    assert rows[-1].startswith(f"| {diverged} |") and "failed" in rows[-1]
+    assert f"polyfit sweep: error: {diverged} failed (" in stderr
+    assert "over 1000 x the first loss" in stderr
+
+    # Each good experiment's row shows its final loss, and its runs are in the root store.
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    trains = {r.data.tags["dvc_exp"]: r for r in runs_of(uri, stage="train")}
+    assert trains.keys() == {experiment_name("loc", c) for c in [*GOOD, DIVERGES]}
+    assert trains[diverged].info.status == "FAILED"
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    for configuration in GOOD:
+        name = experiment_name("loc", configuration)
+        train = run(["git", "show", f"{experiment_ref(head, name)}:metrics/train.json"], project)
+        assert train.returncode == 0, f"no experiment {name}"
+        row = next(r for r in rows if r.startswith(f"| {name} |"))
+        final_loss = float(row.split("|")[3])
+        assert final_loss == pytest.approx(json.loads(train.stdout)["final_loss"], rel=1e-5)
+
+        run_ = trains[name]
+        optimizer, lr = (value.split("=")[1] for value in configuration)
+        assert run_.info.status == "FINISHED"
+        assert run_.data.params["train.optimizer"] == optimizer
+        assert float(run_.data.params["train.lr"]) == float(lr)
+        assert run_.info.run_name == f"train {optimizer} lr={float(lr):g} [{name}]"
+        history = mlflow_client(uri).get_metric_history(run_.info.run_id, "loss")
+        assert len(history) == small_params()["train"]["steps"]
+        assert "eval.train_set.mse" in run_.data.metrics  # evaluate found its train run
+    assert len(runs_of(uri, stage="evaluate")) == len(GOOD)
+    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing tracked in copies
