@@ -1,6 +1,8 @@
-"""Team setup on real servers: MLflow on PostgreSQL, proxied artifacts, basic auth, DVC remote.
+"""Team setup on a real server: MLflow on PostgreSQL with proxied artifacts and basic auth, as
+a team runs it, and a DVC remote.
 
-Every server is started by scripts/server.sh (what `make server` runs) on a free loopback port.
+The server is started by scripts/server.sh (what `make server` runs) on a free loopback port,
+once for the module; every client signs in as its admin.
 """
 
 import contextlib
@@ -43,6 +45,13 @@ def experiment_params(experiment: str) -> dict:
 
 
 TEAM_PARAMS = experiment_params("team-pipeline")
+PASSWORD = secrets.token_urlsafe(16)
+CREDENTIALS = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+
+
+def member_env(url: str) -> dict:
+    """A team member's shell: the server's URL and their credentials exported."""
+    return clean_env(MLFLOW_TRACKING_URI=url, **CREDENTIALS)
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +75,24 @@ def postgres_database():
 
 @pytest.fixture(scope="module")
 def team_server(postgres_database, tmp_path_factory):
-    """(url, artifacts folder) of one tracking server on the fresh database, for this module."""
+    """(url, server folder) of one tracking server for this module: runs in the fresh database,
+    artifacts in folder/artifacts, basic auth with its user database in folder/auth. While the
+    module runs, this process has the admin's credentials exported (runs_of, mlflow_client)."""
     folder = tmp_path_factory.mktemp("team-server")
     database_uri = f"{MLFLOW_POSTGRES}/{postgres_database}"
-    with mlflow_server(folder, backend_store_uri=database_uri, workers=2) as (url, _):
-        yield url, folder / "artifacts"
+    auth = {
+        "POLYFIT_AUTH": "1",
+        "POLYFIT_AUTH_DIR": str(folder / "auth"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+    }
+    with (
+        mlflow_server(folder, backend_store_uri=database_uri, workers=2, **auth) as (url, _),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for name, value in CREDENTIALS.items():
+            patch.setenv(name, value)
+        yield url, folder
 
 
 def postgres_run_count(database: str, experiment: str) -> int:
@@ -111,14 +133,14 @@ def team_project(team_server, tmp_path_factory) -> Path:
     """A project whose `dvc repro` tracked every stage on the team server: built once here."""
     url, _ = team_server
     project = make_project(tmp_path_factory.mktemp("team") / "project", TEAM_PARAMS, store=False)
-    dvc(project, "repro", env=clean_env(MLFLOW_TRACKING_URI=url))
+    dvc(project, "repro", env=member_env(url))
     return project
 
 
 def test_pipeline_tracks_everything_on_the_team_server(
     team_server, team_project, postgres_database, tmp_path
 ):
-    url, artifacts = team_server
+    url, folder = team_server
     params, project = TEAM_PARAMS, team_project
 
     runs = {stage: runs_of(url, "team-pipeline", stage) for stage in STAGES}
@@ -138,7 +160,7 @@ def test_pipeline_tracks_everything_on_the_team_server(
     assert train.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
     model = client.get_logged_model(train.data.tags["model_id"])
     stored = model.artifact_location.removeprefix("mlflow-artifacts:/") + "/artifacts/model.pt"
-    assert (artifacts / stored).exists(), "the server's artifact store holds the model"
+    assert (folder / "artifacts" / stored).exists(), "the server's artifact store holds the model"
     version = client.get_model_version(
         params["mlflow"]["registered_model"], train.data.tags["registered_version"]
     )
@@ -150,7 +172,7 @@ def test_pipeline_tracks_everything_on_the_team_server(
 def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
     url, _ = team_server
     project = make_project(tmp_path / "project", experiment_params("team-sweep"), store=False)
-    env = clean_env(MLFLOW_TRACKING_URI=url)  # queue workers inherit it from `dvc queue start`
+    env = member_env(url)  # queue workers inherit it from `dvc queue start`
     for lr in SWEEP_LRS:
         dvc(project, "exp", "run", "--queue", "-S", f"train.lr={lr}", env=env)
     with queue_workers(project, jobs=2, env=env):
@@ -167,51 +189,39 @@ def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
     assert not (project / "mlflow.db").exists()
 
 
-def test_basic_auth_refuses_strangers_and_admits_the_pipeline(tmp_path, monkeypatch):
-    folder = tmp_path / "server"
-    folder.mkdir()
-    password = secrets.token_urlsafe(16)
-    server_env = {
-        "POLYFIT_AUTH": "1",
-        "POLYFIT_AUTH_DIR": str(folder / "auth"),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
-    }
-    project = make_project(tmp_path / "project", experiment_params("team-auth"), store=False)
-    with mlflow_server(folder, workers=2, **server_env) as (url, _):  # SQLite store in folder
-        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
-        assert requests.get(search, timeout=10).status_code == 401
-        wrong = requests.get(search, auth=("admin", "not-the-password"), timeout=10)
-        assert wrong.status_code == 401
-        stranger = polyfit("generate", cwd=project, env=clean_env(MLFLOW_TRACKING_URI=url))
-        assert stranger.returncode != 0
-        assert "401" in stranger.stdout + stranger.stderr
-
-        credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
-        dvc(project, "repro", env=clean_env(MLFLOW_TRACKING_URI=url, **credentials))
-        for name, value in credentials.items():
-            monkeypatch.setenv(name, value)
-        assert all(len(runs_of(url, "team-auth", stage)) == 1 for stage in STAGES)
-        train_id = runs_of(url, "team-auth", "train")[0].info.run_id
-        assert_model_artifact_matches(mlflow_client(url), train_id, project, tmp_path)
-        assert_password_change_works(url, password)
+def test_basic_auth_refuses_strangers_and_admits_the_team(team_server, team_project, tmp_path):
+    """Without the password nothing gets in, the pipeline included; with it, team_project's
+    `dvc repro` tracked every stage (the test above checks what)."""
+    url, folder = team_server
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, timeout=10).status_code == 401
+    wrong = requests.get(search, auth=("admin", "not-the-password"), timeout=10)
+    assert wrong.status_code == 401
+    stranger_project = make_project(tmp_path / "stranger", TEAM_PARAMS, store=False)
+    stranger = polyfit("generate", cwd=stranger_project, env=clean_env(MLFLOW_TRACKING_URI=url))
+    assert stranger.returncode != 0
+    assert "401" in stranger.stdout + stranger.stderr
+    assert all(len(runs_of(url, "team-pipeline", stage)) == 1 for stage in STAGES)  # the team's
+    assert_password_change_works(url, PASSWORD)
     assert (folder / "auth" / "basic_auth.db").exists()
-    assert password not in (folder / "auth" / "basic_auth.ini").read_text()
+    assert PASSWORD not in (folder / "auth" / "basic_auth.ini").read_text()
 
 
 def assert_password_change_works(url: str, password: str) -> None:
-    """The documented self-service rotation: the old password stops working, the new one works."""
+    """The documented self-service rotation: the old password stops working, the new one works.
+    Rotated back afterwards: the module's clients keep signing in with `password`."""
     new_password = secrets.token_urlsafe(16)
-    changed = requests.patch(
-        f"{url}/api/2.0/mlflow/users/update-password",
-        json={"username": "admin", "password": new_password, "current_password": password},
-        auth=("admin", password),
-        timeout=10,
-    )
-    assert changed.status_code == 200, changed.text
     whoami = f"{url}/api/2.0/mlflow/users/current"
-    assert requests.get(whoami, auth=("admin", password), timeout=10).status_code == 401
-    assert requests.get(whoami, auth=("admin", new_password), timeout=10).status_code == 200
+    for old, new in [(password, new_password), (new_password, password)]:
+        changed = requests.patch(
+            f"{url}/api/2.0/mlflow/users/update-password",
+            json={"username": "admin", "password": new, "current_password": old},
+            auth=("admin", old),
+            timeout=10,
+        )
+        assert changed.status_code == 200, changed.text
+        assert requests.get(whoami, auth=("admin", old), timeout=10).status_code == 401
+        assert requests.get(whoami, auth=("admin", new), timeout=10).status_code == 200
 
 
 def git(args: list[str], cwd: Path) -> None:
@@ -237,7 +247,7 @@ def test_dvc_remote_lets_a_fresh_clone_skip_every_stage(
     model = Path("models") / "model.pt"
     assert (clone / model).read_bytes() == (origin / model).read_bytes()
     assert "Data and pipelines are up to date." in dvc(clone, "status")
-    reproduced = dvc(clone, "repro", env=clean_env(MLFLOW_TRACKING_URI=url))
+    reproduced = dvc(clone, "repro", env=member_env(url))
     assert "Running stage" not in reproduced
     assert all(f"Stage '{stage}' didn't change, skipping" in reproduced for stage in STAGES)
     assert postgres_run_count(postgres_database, "team-pipeline") == 3  # no stage ran: no run
