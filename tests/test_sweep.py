@@ -206,7 +206,9 @@ def test_local_sweep_lands_every_run_in_the_root_store_and_outlives_stopped_work
 
     # Each good experiment's row shows its final loss, and its runs are in the root store.
     uri = f"sqlite:///{project / 'mlflow.db'}"
-    trains = {r.data.tags["dvc_exp"]: r for r in runs_of(uri, stage="train")}
+    train_runs = runs_of(uri, stage="train")
+    trains = {r.data.tags["dvc_exp"]: r for r in train_runs}
+    assert len(train_runs) == len(trains)  # one run per configuration
     assert trains.keys() == {experiment_name("loc", c) for c in [*GOOD, DIVERGES]}
     assert trains[diverged].info.status == "FAILED"
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
