@@ -260,6 +260,22 @@ def stage_dir(tmp_path, monkeypatch) -> Iterator[Path]:
     torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def stage_client(uri: str):
+    """The client a stage or command makes (tracking.store.make_client), in this process; the
+    process-wide tracking and registry URIs it sets are put back afterwards."""
+    import mlflow
+
+    from polyfit.tracking import store
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        yield store.make_client(uri)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
 def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 

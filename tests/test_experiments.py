@@ -5,7 +5,7 @@ tests/test_sweep.py with a SQLite store, tests/test_team.py with a tracking serv
 import os
 
 import pytest
-from conftest import dvc, mlflow_client, polyfit, runs_of
+from conftest import dvc, mlflow_client, polyfit, runs_of, stage_client
 
 
 @pytest.mark.slow
@@ -70,16 +70,9 @@ def logged_model(client, experiment_id: str, metrics: dict) -> tuple[str, str]:
 
 @pytest.fixture
 def store_client(tmp_path):
-    """A client of a fresh SQLite store, made as the stages make theirs (the registry resolves
-    models:/ sources through the process-wide URIs, restored afterwards)."""
-    import mlflow
-
-    from polyfit.tracking import store
-
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield store.make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(before[0])
-    mlflow.set_registry_uri(before[1])
+    """A client of a fresh SQLite store, made as the stages make theirs."""
+    with stage_client(f"sqlite:///{tmp_path / 'mlflow.db'}") as client:
+        yield client
 
 
 def test_registry_promotes_the_best_scored_version_and_skips_unscored(store_client):
