@@ -203,7 +203,7 @@ def make_project(destination: Path, params: dict | None = None, store: bool = Tr
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "scratch copy"]):
         subprocess.run(["git", *args], cwd=destination, check=True, capture_output=True)
     if store:
-        shutil.copy(made_store(), destination / "mlflow.db")  # git-ignored, as in a clone
+        copy_made_store(destination)  # git-ignored, as in a clone
     return destination
 
 
@@ -237,12 +237,17 @@ def made_store() -> Path:
     return folder / "mlflow.db"
 
 
+def copy_made_store(folder: Path) -> None:
+    """folder/mlflow.db: a copy of made_store(), the tables a project has after its first stage."""
+    shutil.copy(made_store(), folder / "mlflow.db")
+
+
 def prepare_stage_dir(folder: Path, monkeypatch) -> None:
     """Make `folder` the project root of in-process stages, with its own SQLite MLflow store."""
     monkeypatch.chdir(folder)
     for name in [k for k in os.environ if k.startswith("DVC_")]:
         monkeypatch.delenv(name)
-    shutil.copy(made_store(), folder / "mlflow.db")
+    copy_made_store(folder)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     write_params(folder, small_params())

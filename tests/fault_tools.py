@@ -2,7 +2,6 @@
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import clean_env, made_store, mlflow_client, write_params
+from conftest import clean_env, copy_made_store, mlflow_client, write_params
 
 from polyfit import files, paths
 from polyfit.tracking.store import _store_lock
@@ -31,7 +30,7 @@ def stage_folder(folder: Path, params: dict, store: bool = True) -> Path:
     x, y = make_dataset(**params["data"])
     files.write_atomic(folder / paths.DATASET, files.tensors_to_bytes({"x": x, "y": y}))
     if store:
-        shutil.copy(made_store(), folder / "mlflow.db")
+        copy_made_store(folder)
     return folder
 
 

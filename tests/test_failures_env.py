@@ -8,14 +8,13 @@ The faults are real: small tmpfs mounts (as root), filled or remounted read-only
 import contextlib
 import errno
 import os
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import (
-    made_store,
+    copy_made_store,
     make_project,
     mlflow_client,
     polyfit,
@@ -163,7 +162,7 @@ def test_store_fills_mid_run(tmp_path):
     folder = stage_folder(tmp_path / "work", small_params(steps=30_000, log_every=100))
     with tmpfs(tmp_path / "store", "8m") as store:
         env = store_env(store)
-        shutil.copy(made_store(), store / "mlflow.db")
+        copy_made_store(store)
         child = polyfit_child("train", folder, env)
         child.wait_for_training()  # the run exists; its history is logged after training
         filler = fill(store)

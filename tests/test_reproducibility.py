@@ -2,11 +2,10 @@
 instruction set, ATen's vector kernels) write identical data, model and metrics. Across CPU
 vendors the bytes differ; the gate's tolerances cover that (docs/determinism.md)."""
 
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import OUTPUTS, clean_env, default_params, made_store, polyfit, write_params
+from conftest import OUTPUTS, clean_env, copy_made_store, default_params, polyfit, write_params
 
 from polyfit import paths
 from polyfit.core.runtime import REPRODUCIBLE_MKL
@@ -43,7 +42,7 @@ def outputs_under(folder: Path, stages=STAGES, **forced: str) -> dict[str, bytes
     """Run `stages` in `folder` with `forced` in the environment; the outputs they wrote."""
     folder.mkdir()
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
-    shutil.copy(made_store(), folder / "mlflow.db")  # MLflow's tables: not what is compared
+    copy_made_store(folder)  # MLflow's tables: not what is compared
     write_params(folder, default_params())
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}", **forced)
     for name in REPRODUCIBLE_MKL.keys() - forced.keys():  # the CLI must set these itself
