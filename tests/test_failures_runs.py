@@ -163,6 +163,7 @@ def test_unreachable_server_fails_fast_before_training(tmp_path):
         ("http://", "No host supplied"),
         ("http://127.0.0.1:99999", "Failed to parse"),
         ("garbage://x", "unsupported scheme 'garbage'; use sqlite:///PATH/mlflow.db or a"),
+        ("databricks", "unsupported scheme 'databricks'"),
         ("mlruns", "a path means MLflow's file store, which MLflow 3 refuses for tracking"),
         ("file:///tmp/mlruns", "a path means MLflow's file store"),
     ],

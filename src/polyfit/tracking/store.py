@@ -41,6 +41,8 @@ SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https")
 def check_uri(uri: str) -> None:
     """Fail in one line on a URI MLflow would refuse with a paragraph, or with a bare KeyError."""
     scheme = uri.partition("://")[0].split("+")[0].lower() if "://" in uri else ""
+    if uri.lower() in ("databricks", "databricks-uc"):  # MLflow's names for Databricks' store
+        scheme = "databricks"
     if scheme in ("", "file"):
         reason = "a path means MLflow's file store, which MLflow 3 refuses for tracking"
     elif scheme not in SCHEMES:
