@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, polyfit, small_params, write_params
+from conftest import clean_env, copy_made_store, polyfit, small_params, write_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_limits import LEAVES, YAML_VALUES
@@ -71,8 +71,10 @@ def apply(params: dict, edits: list[tuple]) -> dict:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    """One SQLite store for every example: creating one costs seconds."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    """One SQLite store for every example, its tables made: making them costs seconds."""
+    folder = tmp_path_factory.mktemp("store")
+    copy_made_store(folder)
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @settings(
