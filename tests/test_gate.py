@@ -187,7 +187,7 @@ def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict
 @pytest.fixture(scope="module")
 def baseline_project(tmp_path_factory):
     """A scratch repo whose HEAD holds the metrics of the default training, made here."""
-    project = make_project(tmp_path_factory.mktemp("gate") / "project")
+    project = make_project(tmp_path_factory.mktemp("gate") / "project", store=False)  # no MLflow
     for file, metrics in trained_metrics().items():
         (project / "metrics" / file).write_text(json.dumps(metrics))
     run(["git", "commit", "-qam", "baseline metrics"], project)

@@ -12,7 +12,14 @@ import time
 
 import pytest
 from browser import Page, dump_dom
-from conftest import clean_env, default_params, mlflow_client, polyfit, write_params
+from conftest import (
+    clean_env,
+    copy_made_store,
+    default_params,
+    mlflow_client,
+    polyfit,
+    write_params,
+)
 from servers import closed_port, free_port, mlflow_server, stop_server, wait_until_healthy
 
 from polyfit.tools.ui import COLUMNS, comparison_url, comparison_view, view_tag
@@ -134,6 +141,7 @@ def test_a_port_in_use_is_one_line_before_any_url(tmp_path, command):
 def test_deleted_experiment_is_one_line(tmp_path):
     """MLflow refuses tags on a deleted experiment: `polyfit ui` says so, without a traceback."""
     write_params(tmp_path, default_params())
+    copy_made_store(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow_client(uri)
     client.delete_experiment(client.create_experiment("polyfit"))
@@ -149,6 +157,7 @@ def test_make_ui_opens_on_the_comparison(tmp_path):
     """`polyfit ui` on a SQLite store: saves the view, prints its URL, serves it."""
     write_params(tmp_path, default_params())
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root for tracking
+    copy_made_store(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = build_store(uri)
     port, log = free_port(), tmp_path / "ui.log"
