@@ -23,6 +23,7 @@ from polyfit.core.runtime import REPRODUCIBLE_MKL
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow
 DEFAULT_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in pipeline order
 # What `dvc repro` writes besides dvc.lock, as dvc.yaml declares it.
 OUTPUTS = [
     paths.DATASET,

@@ -11,14 +11,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, copy_made_store, polyfit, small_params, write_params
+from conftest import STAGES, clean_env, copy_made_store, polyfit, small_params, write_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_limits import LEAVES, YAML_VALUES
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("generate", "train", "evaluate")
 # A failure's line names a params key (`train.lr`), a block, or a file the stage read or wrote.
 NAMES_KEY_OR_FILE = re.compile(
     r"params\.yaml: |\b(data|model|train|evaluate|mlflow)\.\w|\w+\.pt: |/mlflow\.db"

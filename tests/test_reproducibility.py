@@ -5,7 +5,15 @@ vendors the bytes differ; the gate's tolerances cover that (docs/determinism.md)
 from pathlib import Path
 
 import pytest
-from conftest import OUTPUTS, clean_env, copy_made_store, default_params, polyfit, write_params
+from conftest import (
+    OUTPUTS,
+    STAGES,
+    clean_env,
+    copy_made_store,
+    default_params,
+    polyfit,
+    write_params,
+)
 
 from polyfit import paths
 from polyfit.core.runtime import REPRODUCIBLE_MKL
@@ -23,7 +31,6 @@ CODE_PATHS = {
     "MKL AVX2, ATen avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
 }
 ATEN_LEVELS = ["avx2", "avx512"]  # ATen's x86 vector kernels, weakest first
-STAGES = ("generate", "train", "evaluate")
 
 
 def cpuinfo() -> str:

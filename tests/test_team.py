@@ -17,6 +17,7 @@ import pytest
 import requests
 import torch
 from conftest import (
+    STAGES,
     clean_env,
     dvc,
     make_project,
@@ -33,7 +34,6 @@ pytestmark = pytest.mark.slow
 POSTGRES = "postgres@127.0.0.1:5432"
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2-binary.
 MLFLOW_POSTGRES = f"postgresql+psycopg2://{POSTGRES}"
-STAGES = ("generate", "train", "evaluate")
 SWEEP_LRS = (0.001, 0.002)  # one per worker: both run at once
 
 
