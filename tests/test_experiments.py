@@ -5,7 +5,7 @@ tests/test_sweep.py with a SQLite store, tests/test_team.py with a tracking serv
 import os
 
 import pytest
-from conftest import dvc, mlflow_client, polyfit, runs_of, stage_client
+from conftest import copy_made_store, dvc, mlflow_client, polyfit, runs_of, stage_client
 
 
 @pytest.mark.slow
@@ -70,7 +70,8 @@ def logged_model(client, experiment_id: str, metrics: dict) -> tuple[str, str]:
 
 @pytest.fixture
 def store_client(tmp_path):
-    """A client of a fresh SQLite store, made as the stages make theirs."""
+    """A client of a new SQLite store (its tables made), made as the stages make theirs."""
+    copy_made_store(tmp_path)
     with stage_client(f"sqlite:///{tmp_path / 'mlflow.db'}") as client:
         yield client
 
