@@ -105,8 +105,8 @@ def table() -> list:
             values["out-of-range"] = OUT_OF_RANGE[key]
         for label, value in values.items():
             rows.append(pytest.param({key: value}, key, id=f"{key}-{label}"))
-        typo = key + "x"  # a misspelt key: unknown, and the real one missing
-        rows.append(pytest.param({key: MISSING, typo: default}, key, id=f"{key}-misspelt"))
+        typo = key + "x"  # a misspelt key: named as the typo it is (test_params: the key meant)
+        rows.append(pytest.param({key: MISSING, typo: default}, typo, id=f"{key}-misspelt"))
     for block in ("data", "model", "train", "evaluate", "mlflow"):
         rows.append(pytest.param({block: MISSING}, block, id=f"{block}-missing-block"))
     rows.append(pytest.param({"extra.key": 1}, "extra", id="unknown-block"))
@@ -211,7 +211,11 @@ def set_text(folder, old: str, new: str) -> None:
 CLI_CASES = {
     "quoted number": ({"train.lr": "0.001"}, "train.lr: got the string '0.001'"),
     "nan": ({"data.x_max": math.nan}, "data.x_max: Input should be a finite number"),
-    "misspelt key": ({"data.x_mn": -1.0}, "data.x_mn: unknown key"),
+    "unknown key": ({"data.x_mn": -1.0}, "data.x_mn: unknown key"),
+    "misspelt key": (
+        {"data.x_min": MISSING, "data.x_mn": -1.0},
+        "data.x_mn: unknown key; did you mean 'x_min'?",
+    ),
     "missing key": ({"evaluate.grid_points": MISSING}, "evaluate.grid_points: missing key"),
     "out of range": ({"model.degree": 13}, "model.degree: Input should be less than or equal"),
     "wrong type": ({"mlflow.experiment": 5}, "mlflow.experiment: Input should be a valid string"),

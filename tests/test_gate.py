@@ -137,6 +137,12 @@ def test_a_worse_model_fails_the_gate_and_shows_the_params_that_differ(project):
         ),
         (
             lambda p: (p / "gate.yaml").write_text(
+                "metrics/eval.json:\n  mse: {better: lower, abs: 0, rell: 0.1}\n"
+            ),
+            "gate.yaml: metrics/eval.json: mse.rell: unknown key; did you mean 'rel'?\n",
+        ),
+        (
+            lambda p: (p / "gate.yaml").write_text(
                 "metrics/nope.json:\n  mse: {better: lower, abs: 0, rel: 0}\n"
             ),
             "metrics/nope.json at",

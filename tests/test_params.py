@@ -77,6 +77,45 @@ def test_several_problems_report_the_first_and_count_the_rest():
     assert error_for(params).endswith("(and 1 more problem)")
 
 
+def renamed(params: dict, path: str, new_name: str) -> dict:
+    """`params` with the key at dotted `path` renamed, its value and place kept."""
+    *parents, leaf = path.split(".")
+    block = params
+    for key in parents:
+        block = block[key]
+    items = [(new_name if key == leaf else key, value) for key, value in block.items()]
+    block.clear()
+    block.update(items)
+    return params
+
+
+@pytest.mark.parametrize(
+    ("path", "typo", "meant"),
+    [
+        ("train", "trian", "train"),
+        ("train.lr", "lrr", "lr"),
+        ("train.options.Adam.beta1", "beta_1", "beta1"),
+    ],
+)
+def test_a_misspelt_key_is_one_problem_naming_the_key_meant(path, typo, meant):
+    key = ".".join([*path.split(".")[:-1], typo])
+    expected = f"params.yaml: {key}: unknown key; did you mean '{meant}'?"
+    assert error_for(renamed(default_params(), path, typo)) == expected
+
+
+def test_typos_are_reported_first_and_counted_once_each():
+    params = renamed(renamed(default_params(), "train.steps", "stesp"), "train.seed", "sed")
+    params["data"]["target"] = "tan"  # an earlier key, but the typos explain the missing keys
+    assert error_for(params) == (
+        "params.yaml: train.stesp: unknown key; did you mean 'steps'? (and 2 more problems)"
+    )
+
+
+def test_an_unknown_key_unlike_the_missing_one_is_not_called_a_typo():
+    message = error_for(renamed(default_params(), "train.lr", "learning_rate"))
+    assert message == "params.yaml: train.lr: missing key (and 1 more problem)"
+
+
 @pytest.mark.parametrize("text", ["{}", "[1, 2]", "just text", ""])
 def test_non_mapping_or_empty_document(text, tmp_path):
     (tmp_path / "params.yaml").write_text(text)

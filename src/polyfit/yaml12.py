@@ -1,5 +1,6 @@
 """YAML as DVC reads it, and validation errors as one line: shared by params.yaml and gate.yaml."""
 
+import difflib
 import re
 
 import yaml
@@ -58,10 +59,16 @@ def parse_yaml(text: str, source: str) -> object:
 
 def describe(error: ValidationError) -> str:
     """One line naming the first bad key and what is wrong with it."""
-    first = error.errors()[0]
+    errors = error.errors()
+    typos = _misspelt_keys(errors)
+    explained = [missing for _, missing in typos]  # by a typo: not another problem
+    errors = [e for e in errors if not any(e is missing for missing in explained)]
+    first = typos[0][0] if typos else errors[0]  # the typo first: it is why a key is missing
     key = ".".join(str(part) if str(part).isprintable() else repr(part) for part in first["loc"])
     kind, value = first["type"], first.get("input")
-    if kind == "missing":
+    if typos:
+        message = f"unknown key; did you mean {typos[0][1]['loc'][-1]!r}?"
+    elif kind == "missing":
         message = "missing key"
     elif kind == "extra_forbidden":
         message = "unknown key"
@@ -72,9 +79,23 @@ def describe(error: ValidationError) -> str:
         if kind not in ("value_error",):
             shown = repr(value)
             message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    if more := len(error.errors()) - 1:
+    if more := len(errors) - 1:
         message += f" (and {more} more problem{'s' * (more > 1)})"
     return f"{key}: {message}" if key else message
+
+
+def _misspelt_keys(errors: list) -> list[tuple[dict, dict]]:
+    """(unknown key, missing key) error pairs, each one typo: an unknown key that resembles a
+    missing key beside it (`trian:` for `train:`)."""
+    pairs = []
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    for missing in (e for e in errors if e["type"] == "missing"):
+        *parent, name = missing["loc"]
+        beside = {str(e["loc"][-1]): e for e in unknown if list(e["loc"][:-1]) == parent}
+        if close := difflib.get_close_matches(str(name), beside, n=1):
+            pairs.append((beside[close[0]], missing))
+            unknown.remove(beside[close[0]])
+    return pairs
 
 
 def _reads_as_number(text: str) -> bool:
