@@ -10,13 +10,18 @@ from polyfit.params import load_params, validate_params
 from polyfit.yaml12 import parse_yaml
 
 
+def block_of(params: dict, path: str) -> tuple[dict, str]:
+    """The mapping that holds the key at dotted `path`, and that key."""
+    *parents, leaf = path.split(".")
+    for key in parents:
+        params = params[key]
+    return params, leaf
+
+
 def mutated(path: str, value):
     """Default params with the key at dotted `path` set to `value` (or removed if ...)."""
     params = default_params()
-    *parents, leaf = path.split(".")
-    block = params
-    for key in parents:
-        block = block[key]
+    block, leaf = block_of(params, path)
     if value is ...:
         del block[leaf]
     else:
@@ -79,10 +84,7 @@ def test_several_problems_report_the_first_and_count_the_rest():
 
 def renamed(params: dict, path: str, new_name: str) -> dict:
     """`params` with the key at dotted `path` renamed, its value and place kept."""
-    *parents, leaf = path.split(".")
-    block = params
-    for key in parents:
-        block = block[key]
+    block, leaf = block_of(params, path)
     items = [(new_name if key == leaf else key, value) for key, value in block.items()]
     block.clear()
     block.update(items)
