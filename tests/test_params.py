@@ -118,11 +118,24 @@ def test_an_unknown_key_unlike_the_missing_one_is_not_called_a_typo():
     assert message == "params.yaml: train.lr: missing key (and 1 more problem)"
 
 
-@pytest.mark.parametrize("text", ["{}", "[1, 2]", "just text", ""])
-def test_non_mapping_or_empty_document(text, tmp_path):
+NOT_BLOCKS = "expected the blocks data, model, train, evaluate, mlflow as a mapping, found"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("{}", "data: missing key (and 4 more problems)"),
+        ("[1, 2]", f"{NOT_BLOCKS} a list"),
+        ("just text", f"{NOT_BLOCKS} plain text"),
+        ("3.5", f"{NOT_BLOCKS} a single value"),
+        ("", f"{NOT_BLOCKS} an empty file"),
+    ],
+)
+def test_non_mapping_or_empty_document(text, found, tmp_path):
     (tmp_path / "params.yaml").write_text(text)
-    with pytest.raises(UsageError, match=r"params\.yaml"):
+    with pytest.raises(UsageError) as caught:
         load_params(tmp_path / "params.yaml")
+    assert str(caught.value) == f"{tmp_path / 'params.yaml'}: {found}"
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

@@ -208,7 +208,11 @@ def load_params(path: Path) -> Params:
 def validate_params(raw: object, source: str = "params") -> Params:
     """Validate an already-parsed mapping (as read from YAML)."""
     if not isinstance(raw, dict):
-        raise UsageError(f"{source}: expected a mapping of blocks, got {type(raw).__name__}")
+        blocks = ", ".join(Params.model_fields)
+        found = {type(None): "an empty file", list: "a list", str: "plain text"}.get(
+            type(raw), "a single value"
+        )
+        raise UsageError(f"{source}: expected the blocks {blocks} as a mapping, found {found}")
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
