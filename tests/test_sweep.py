@@ -124,9 +124,17 @@ REFUSED_CONFIGURATIONS = {
         "-S train.steps=0: params.yaml: train.steps: Input should be greater than or equal to 1 "
         "(got 0)",
     ),
-    "unknown key": (
+    "misspelt key": (
         ["train.lrr=1"],
-        "-S train.lrr=1: Could not override 'train.lrr'. No such key.",
+        "-S train.lrr=1: Could not override 'train.lrr'. No such key. Did you mean 'train.lr'?",
+    ),
+    "misspelt block": (
+        ["trian.lr=1"],
+        "-S trian.lr=1: Could not override 'trian.lr'. No such key. Did you mean 'train.lr'?",
+    ),
+    "unknown key": (
+        ["train.learning_rate=1"],
+        "-S train.learning_rate=1: Could not override 'train.learning_rate'. No such key.",
     ),
     "added key": (["+train.new=1"], "-S +train.new=1: params.yaml: train.new: unknown key"),
 }

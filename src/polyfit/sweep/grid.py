@@ -5,6 +5,7 @@ The grid uses the syntax of `dvc exp run -S` (DVC's own hydra parser): `train.lr
 product (each optimizer with its own learning rate) fit in one command.
 """
 
+import difflib
 import hashlib
 import json
 import re
@@ -73,11 +74,30 @@ def check(configurations: list[list[str]]) -> None:
                 apply_overrides(copy, own)
             except InvalidArgumentError as error:  # hydra's reason: "Could not override 'x.y'."
                 reason = str(error.__cause__ or error).strip().splitlines()[0]
-                raise UsageError(f"-S {' '.join(overrides)}: {reason} No such key.") from None
+                hint = _did_you_mean(reason)
+                raise UsageError(f"-S {' '.join(overrides)}: {reason} No such key.{hint}") from None
             try:
                 validate_params(parse_yaml(copy.read_text(), str(PARAMS)), str(PARAMS))
             except UsageError as error:
                 raise UsageError(f"-S {' '.join(overrides)}: {error}") from None
+
+
+def _did_you_mean(reason: str) -> str:
+    """A hint, " Did you mean 'train.lr'?", when the key hydra could not override is a near
+    miss of one in params.yaml (`train.lrr`, `trian.lr`); "" otherwise."""
+    named = re.search(r"override '([^']+)'", reason)
+    if named is None:
+        return ""
+    path, block = named.group(1).split("."), parse_yaml(PARAMS.read_text(), str(PARAMS))
+    for depth, part in enumerate(path):
+        if not isinstance(block, dict):
+            return ""
+        if part not in block:
+            close = difflib.get_close_matches(part, [str(key) for key in block], n=1)
+            meant = ".".join([*path[:depth], *close, *path[depth + 1 :]])
+            return f" Did you mean '{meant}'?" if close else ""
+        block = block[part]
+    return ""
 
 
 def _with_path(path: str, overrides: list[str]) -> list[str]:
