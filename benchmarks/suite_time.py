@@ -15,7 +15,7 @@ put on PYTHONPATH for the run; the tables sum them by command, by test file and 
 it cannot see is the gap to the /proc/stat total: the interpreter's teardown after the exit
 handlers (which `python -m polyfit` skips, but dvc and pytest pay), processes stopped by a
 signal (servers, a killed worker), and programs not written in Python (git, Chromium,
-PostgreSQL: about 1% of a run under process accounting, `acct`, 2026-12-01).
+PostgreSQL).
 """
 
 import argparse
