@@ -72,8 +72,10 @@ def _schema_without_migrations(folder: Path, migrated: str) -> float | str:
     started = time.perf_counter()
     try:
         Base.metadata.create_all(utils.create_sqlalchemy_engine(created))
-    except Exception as error:  # SQLAlchemy's, wrapping sqlite3's reason
-        return f"not possible: {str(error.orig).strip()} in `{error.statement.strip()}`"
+    except Exception as error:  # SQLAlchemy's, wrapping sqlite3's reason and the statement
+        statement = getattr(error, "statement", None)
+        where = f" in `{statement.strip()}`" if statement else ""
+        return f"not possible: {str(getattr(error, 'orig', error)).strip()}{where}"
     with sqlite3.connect(folder / "created.db") as database:
         database.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
         revision = utils._get_latest_schema_revision()

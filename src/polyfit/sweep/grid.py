@@ -74,7 +74,7 @@ def check(configurations: list[list[str]]) -> None:
                 apply_overrides(copy, own)
             except InvalidArgumentError as error:  # hydra's reason: "Could not override 'x.y'."
                 reason = str(error.__cause__ or error).strip().splitlines()[0]
-                hint = _did_you_mean(reason)
+                hint = _did_you_mean(reason, parse_yaml(PARAMS.read_text(), str(PARAMS)))
                 raise UsageError(f"-S {' '.join(overrides)}: {reason} No such key.{hint}") from None
             try:
                 validate_params(parse_yaml(copy.read_text(), str(PARAMS)), str(PARAMS))
@@ -82,13 +82,13 @@ def check(configurations: list[list[str]]) -> None:
                 raise UsageError(f"-S {' '.join(overrides)}: {error}") from None
 
 
-def _did_you_mean(reason: str) -> str:
+def _did_you_mean(reason: str, params: dict) -> str:
     """A hint, " Did you mean 'train.lr'?", when the key hydra could not override is a near
-    miss of one in params.yaml (`train.lrr`, `trian.lr`); "" otherwise."""
+    miss of one in params (`train.lrr`, `trian.lr`); "" otherwise."""
     named = re.search(r"override '([^']+)'", reason)
     if named is None:
         return ""
-    path, block = named.group(1).split("."), parse_yaml(PARAMS.read_text(), str(PARAMS))
+    path, block = named.group(1).split("."), params
     for depth, part in enumerate(path):
         if not isinstance(block, dict):
             return ""
