@@ -1,11 +1,16 @@
-"""Shared fixtures: a scratch copy of the repo (real git, real DVC), a scratch MLflow store, and
-helpers to run dvc and its experiment queue."""
+"""Shared fixtures: a scratch copy of the repo (real git, real DVC), a scratch MLflow store, a
+small table of data that is not the tutorial's, and helpers to run dvc and its experiment queue.
+
+The tests of the machinery (everything outside tests/tutorial/) run on that table with the repo's
+own model block (table_params), so they keep passing after the model and data are yours."""
 
 import atexit
 import contextlib
 import copy
 import functools
+import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,21 +23,25 @@ import pytest
 import yaml
 
 from polyfit import paths
-from polyfit.core.runtime import REPRODUCIBLE_MKL
+from polyfit.cli import PROCESS_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow
 DEFAULT_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in pipeline order
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STAGES = tuple(DVC_YAML["stages"])  # in pipeline order, `check` first
 # What `dvc repro` writes besides dvc.lock, as dvc.yaml declares it.
 OUTPUTS = [
-    paths.DATASET,
+    paths.TRAIN_DATA,
+    paths.HELD_OUT_DATA,
     paths.MODEL,
     paths.TRAIN_METRICS,
     paths.EVAL_METRICS,
     paths.LOSS_CURVE,
     paths.FIT_CURVE,
 ]
+TABLE = Path("data/table.csv")  # the machinery tests' data: write_table() writes it
+TABLE_FEATURES = ["u", "v"]
 
 # Commits made by `git` and `dvc exp` in scratch repos need an identity, whatever the machine.
 os.environ.update(
@@ -43,7 +52,7 @@ os.environ.update(
 )
 # What `polyfit <command>` sets before torch loads, so tests that train in-process compute the
 # same bytes as the stages (read at MKL's first call, which comes after this).
-for _name, _value in REPRODUCIBLE_MKL.items():
+for _name, _value in PROCESS_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 
@@ -61,9 +70,9 @@ def lock_inputs(lock_text: str | bytes) -> dict:
     }
 
 
-# `make test` hands whole files to two processes in this order, the longest first (each file's
-# total under `make test`, Intel Xeon, 2026-11-30: 90 s down to 4 s), so both finish together;
-# files not named here follow in pytest's order (they take seconds).
+# `make test` hands whole files to two processes in this order, the longest first (by each
+# file's total under `pytest --durations=0`), so both finish together; files not named here
+# follow in pytest's order (they take seconds).
 LONGEST_FIRST = [
     "test_team",
     "test_models",
@@ -97,10 +106,27 @@ def default_params() -> dict:
     return copy.deepcopy(DEFAULT_PARAMS)
 
 
-def small_params(**train_overrides) -> dict:
-    """Default params with a short training run, for tests that need speed, not accuracy."""
+def write_table(path: Path, rows: int = 96, seed: int = 0) -> None:
+    """A CSV table of two features (u, v) and a target y that no model here fits exactly, in
+    random order: the machinery tests' data."""
+    rng = random.Random(seed)
+    lines = [",".join([*TABLE_FEATURES, "y"])]
+    for _ in range(rows):
+        u, v = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        y = math.sin(2 * u) + 0.5 * v * v + rng.gauss(0, 0.05)
+        lines.append(f"{u!r},{v!r},{y!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def table_params(**train_overrides) -> dict:
+    """The repo's params with the table as data and a short training: speed, not accuracy."""
     params = default_params()
-    params["train"].update({"steps": 300, "log_every": 50, **train_overrides})
+    csv = {"path": str(TABLE), "features": TABLE_FEATURES, "target": "y"}
+    params["data"] = {"source": "csv", "csv": csv | {"held_out_fraction": 0.25, "split_seed": 0}}
+    params["train"].update(
+        {"steps": 200, "log_every": 50, "checkpoint_every": None, **train_overrides}
+    )
     return params
 
 
@@ -188,17 +214,19 @@ def task_logs(project: Path, env: dict | None, tasks: list[str]) -> str:
 
 
 def make_project(destination: Path, params: dict | None = None, store: bool = True) -> Path:
-    """Copy the repo's git-tracked files into a new git repo with one commit (DVC included),
-    with a copy of made_store() as its MLflow store unless `store` is False."""
+    """Copy the repo's git-tracked files and the data files DVC tracks (*.dvc) into a new git
+    repo with one commit (DVC included), the table beside them, with a copy of made_store() as
+    its MLflow store unless `store` is False."""
     tracked = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split("\0")
-    for name in filter(None, tracked):
+    for name in [*filter(None, tracked), *dvc_tracked_files()]:
         source = REPO / name
         if source.is_file():
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    write_table(destination / TABLE)
     if params is not None:
         write_params(destination, params)
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "scratch copy"]):
@@ -206,6 +234,17 @@ def make_project(destination: Path, params: dict | None = None, store: bool = Tr
     if store:
         copy_made_store(destination)  # git-ignored, as in a clone
     return destination
+
+
+def dvc_tracked_files() -> list[str]:
+    """The files the repo's *.dvc files track (`dvc add`), as paths from the repo root."""
+    found = []
+    for pointer in REPO.rglob("*.dvc"):
+        if ".venv" in pointer.parts or ".dvc" in pointer.parts:
+            continue
+        for out in yaml.safe_load(pointer.read_text()).get("outs", []):
+            found.append(str((pointer.parent / out["path"]).relative_to(REPO)))
+    return found
 
 
 @pytest.fixture
@@ -243,15 +282,17 @@ def copy_made_store(folder: Path) -> None:
     shutil.copy(made_store(), folder / "mlflow.db")
 
 
-def prepare_stage_dir(folder: Path, monkeypatch) -> None:
-    """Make `folder` the project root of in-process stages, with its own SQLite MLflow store."""
+def prepare_stage_dir(folder: Path, monkeypatch, params: dict | None = None) -> None:
+    """Make `folder` the project root of in-process stages on the table (or `params`), with its
+    own SQLite MLflow store."""
     monkeypatch.chdir(folder)
     for name in [k for k in os.environ if k.startswith("DVC_")]:
         monkeypatch.delenv(name)
     copy_made_store(folder)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
-    write_params(folder, small_params())
+    write_table(folder / TABLE)
+    write_params(folder, params or table_params())
 
 
 @pytest.fixture

@@ -1,10 +1,4 @@
-"""Reading and writing the pipeline's files: atomic writes, checked tensor loads, digests.
-
-torch is imported inside the tensor functions: stages import this module before validating
-params, and a bad params.yaml should fail in milliseconds, not after a 2 s torch import.
-"""
-
-from __future__ import annotations
+"""Reading and writing the pipeline's files: atomic writes, checked tensor loads, digests."""
 
 import contextlib
 import hashlib
@@ -13,12 +7,12 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+import torch
+
+from polyfit.core.data import Table
 from polyfit.errors import UsageError
-
-if TYPE_CHECKING:
-    import torch
 
 
 def write_atomic(path: Path, content: bytes) -> None:
@@ -52,12 +46,10 @@ def write_csv(path: Path, columns: dict[str, list]) -> None:
     write_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
-def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+def to_bytes(content: dict) -> bytes:
     """torch.save into memory: saving to a path would embed the file name in the archive."""
-    import torch
-
     buffer = io.BytesIO()
-    torch.save(dict(tensors), buffer)
+    torch.save(content, buffer)
     return buffer.getvalue()
 
 
@@ -83,31 +75,39 @@ def read_bytes(path: Path) -> bytes:
         raise UsageError(f"{path}: cannot read: {error.strerror}") from None
 
 
-def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
-    """Load a dict of finite, dense, float32 CPU tensors, refusing pickled code
-    (weights_only=True); every fault names the file."""
-    import torch
-
+def load_saved(path: Path, content: bytes) -> object:
+    """What torch.save wrote, refusing pickled code (weights_only=True): tensors, and dicts,
+    lists, strings and numbers of them; every fault names the file."""
     try:
         with warnings.catch_warnings():
             # torch's note on any pickle protocol but 2 is not one line; a failure's reason says it
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            tensors = torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
+            return torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
     except Exception as error:  # damaged bytes surface as any of a dozen exception types
         reason = _load_failure(error, content)
         raise UsageError(f"{path}: not a tensor file polyfit can load safely: {reason}") from None
+
+
+def load_tensors(path: Path, content: bytes) -> dict[str, torch.Tensor]:
+    """A dict of finite, dense, float32 CPU tensors (a state_dict), checked one by one."""
+    tensors = load_saved(path, content)
     if not isinstance(tensors, dict):
         raise UsageError(f"{path}: expected a dict of tensors, found {type(tensors).__name__}")
     for name, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
-            kind = getattr(tensor, "dtype", type(tensor).__name__)
-            raise UsageError(f"{path}: '{name}' must be a float32 tensor, found {kind}")
-        if tensor.layout != torch.strided or tensor.device.type != "cpu":
-            where = f"{tensor.layout} on {tensor.device}"
-            raise UsageError(f"{path}: '{name}' must be a dense CPU tensor, found {where}")
-        if not torch.isfinite(tensor).all():
-            raise UsageError(f"{path}: '{name}' holds NaN or infinite values")
+        check_tensor(path, str(name), tensor)
     return tensors
+
+
+def check_tensor(path: Path, name: str, tensor: object) -> None:
+    """Refuse anything but a finite, dense, float32 CPU tensor, naming the file and the entry."""
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float32:
+        kind = getattr(tensor, "dtype", type(tensor).__name__)
+        raise UsageError(f"{path}: '{name}' must be a float32 tensor, found {kind}")
+    if tensor.layout != torch.strided or tensor.device.type != "cpu":
+        where = f"{tensor.layout} on {tensor.device}"
+        raise UsageError(f"{path}: '{name}' must be a dense CPU tensor, found {where}")
+    if not torch.isfinite(tensor).all():
+        raise UsageError(f"{path}: '{name}' holds NaN or infinite values")
 
 
 # How torch.save's old pickle-only format begins, after the PROTO opcode: its magic number.
@@ -138,17 +138,29 @@ def _load_failure(error: Exception, content: bytes) -> str:
     return "neither a torch.save zip archive nor a tensor pickle (damaged, or another format)"
 
 
-def load_dataset(path: Path, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, Digests]:
-    """x (n,), y (n,) and the file's digests, checked against the params' n_samples."""
+def table_bytes(table: Table) -> bytes:
+    """A table as the pipeline stores it: X, y and the feature names in one torch.save file."""
+    return to_bytes({"X": table.X, "y": table.y, "features": list(table.features)})
+
+
+def load_table(path: Path) -> tuple[Table, Digests]:
+    """A table file and its digests: X (N, F) and y (N,) float32, and F feature names."""
     content = read_bytes(path)
-    tensors = load_tensors(path, content)
-    if set(tensors) != {"x", "y"}:
-        raise UsageError(f"{path}: expected tensors ['x', 'y'], found {sorted(map(str, tensors))}")
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != (n_samples,):
-            shape = tuple(tensor.shape)
-            raise UsageError(f"{path}: '{name}' has shape {shape}, expected ({n_samples},)")
-    return tensors["x"], tensors["y"], digests(content)
+    saved = load_saved(path, content)
+    if not isinstance(saved, dict) or set(saved) != {"X", "y", "features"}:
+        found = sorted(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
+        raise UsageError(f"{path}: expected a table (X, y, features), found {found}")
+    X, y, features = saved["X"], saved["y"], saved["features"]
+    check_tensor(path, "X", X)
+    check_tensor(path, "y", y)
+    rows = len(y) if y.dim() == 1 else -1
+    if X.dim() != 2 or rows < 1 or len(X) != rows:
+        shapes = f"X {tuple(X.shape)}, y {tuple(y.shape)}"
+        raise UsageError(f"{path}: expected X (N, F) and y (N,) with N >= 1, found {shapes}")
+    names_fit = isinstance(features, list) and all(isinstance(name, str) for name in features)
+    if not names_fit or len(features) != X.shape[1]:
+        raise UsageError(f"{path}: 'features' must name the {X.shape[1]} column(s) of X")
+    return Table(X, y, tuple(features)), digests(content)
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> str:

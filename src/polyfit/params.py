@@ -1,7 +1,8 @@
 """Read and validate params.yaml into frozen typed objects: the only place settings are parsed.
 
 Every key is required and strictly typed, so a typo, a missing key or a quoted number ("0.1")
-stops the pipeline before it writes anything.
+stops the pipeline before it writes anything. The one exception is data's source blocks: only
+the block `data.source` names must be there.
 """
 
 import math
@@ -28,29 +29,77 @@ def _float32(value: float) -> float:
     return value
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
 Float32 = Annotated[float, AfterValidator(_float32)]
 Count = Annotated[int, Field(ge=1, lt=INT64_LIMIT)]
 Seed = Annotated[int, Field(ge=0, lt=INT64_LIMIT)]
 Positive = Annotated[Float32, Field(gt=0)]
 NonNegative = Annotated[Float32, Field(ge=0)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
+Name = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-# params.data and params.model: the blocks you rewrite for your own data and model
-# (docs/adapting.md). Their keys are make_dataset's and build_model's arguments (core/).
-class DataParams(Frozen):
+# params.data: where the table of features and target comes from (core/data.py).
+class FunctionData(Frozen):
+    """The tutorial's data: y = target(x) at evenly spaced x, held out: a dense grid of it."""
+
     target: Literal[TARGETS]
     x_min: Float32
     x_max: Float32
     n_samples: Count
     noise_std: NonNegative
     seed: Seed
+    held_out_points: Annotated[int, Field(ge=2, lt=INT64_LIMIT)]
 
 
+def _distinct(names: list[str]) -> list[str]:
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"{repeated[0]!r} is listed twice")
+    return names
+
+
+class CsvData(Frozen):
+    """A CSV file of yours: feature columns and a target column, a seeded share held out."""
+
+    path: Name
+    features: Annotated[list[Name], Field(min_length=1), AfterValidator(_distinct)]
+    target: Name
+    held_out_fraction: Annotated[float, Field(gt=0, lt=1)]
+    split_seed: Seed
+
+    @model_validator(mode="after")
+    def _target_is_not_a_feature(self):
+        if self.target in self.features:
+            raise ValueError(f"target {self.target!r} is also listed in features")
+        return self
+
+
+class DataParams(Frozen):
+    source: Literal["function", "csv"]
+    function: FunctionData | None = None
+    csv: CsvData | None = None
+
+    @model_validator(mode="after")
+    def _source_block_given(self):
+        if getattr(self, self.source) is None:
+            raise ValueError(f"data.source is {self.source!r}, but there is no data.{self.source}")
+        return self
+
+    def source_params(self) -> dict:
+        """The block data.source names, as the keyword arguments of its reader."""
+        return getattr(self, self.source).model_dump()
+
+
+# params.model: the keys are build_model's (core/model.py); rewrite it for your own model.
 class ModelParams(Frozen):
     degree: Annotated[int, Field(ge=1, le=12)]
 
@@ -112,9 +161,12 @@ class TrainParams(Frozen):
     optimizer: Literal[OPTIMIZERS]
     lr: Positive
     steps: Count
+    batch_size: Count | None  # None: the full batch
     seed: Seed
-    log_every: Count
+    device: Literal["cpu", "cuda", "auto"]
     threads: Annotated[int, Field(ge=1, le=256)]
+    log_every: Count
+    checkpoint_every: Count | None  # None: no checkpoints
     divergence_factor: Annotated[float, Field(gt=1)]  # compared in Python float64, not torch
     gradient: Literal["autograd", "gram"]
     options: OptimizerOptions
@@ -122,16 +174,6 @@ class TrainParams(Frozen):
     def optimizer_options(self) -> dict:
         """The selected optimizer's own options."""
         return getattr(self.options, self.optimizer).model_dump()
-
-
-class EvaluateParams(Frozen):
-    grid_points: Annotated[int, Field(ge=2, lt=INT64_LIMIT)]
-
-
-def _not_blank(name: str) -> str:
-    if not name.strip():
-        raise ValueError("must not be blank")
-    return name
 
 
 def _model_name(name: str) -> str:
@@ -142,44 +184,41 @@ def _model_name(name: str) -> str:
 
 
 class MlflowParams(Frozen):
-    experiment: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_not_blank)]
-    registered_model: Annotated[
-        str, Field(min_length=1), AfterValidator(_not_blank), AfterValidator(_model_name)
-    ]
+    experiment: Annotated[Name, Field(max_length=500)]
+    registered_model: Annotated[Name, AfterValidator(_model_name)]
 
 
 class Params(Frozen):
     data: DataParams
     model: ModelParams
     train: TrainParams
-    evaluate: EvaluateParams
     mlflow: MlflowParams
 
     @model_validator(mode="after")
     def _consistent(self):
-        # Rules joining the default blocks' keys: data or model blocks of your own skip the
-        # rules whose keys they lack.
-        data, model = self.data, self.model
-        if _has(data, "x_min", "x_max") and data.x_min >= data.x_max:
-            raise ValueError(f"data.x_min ({data.x_min}) must be below data.x_max ({data.x_max})")
-        if _has(model, "degree") and data.n_samples <= model.degree:
+        # The tutorial's function data against a model with a degree: a model block of your
+        # own skips the rules whose keys it lacks.
+        function, degree = self.data.function, getattr(self.model, "degree", None)
+        if self.data.source != "function" or function is None:
+            return self
+        if function.x_min >= function.x_max:
             raise ValueError(
-                f"data.n_samples ({data.n_samples}) must exceed model.degree "
-                f"({model.degree}) for the fit to be determined"
+                f"data.function.x_min ({function.x_min}) must be below data.function.x_max "
+                f"({function.x_max})"
             )
-        if _has(data, "target", "x_min", "x_max", "noise_std"):
-            _check_float32_data(data, getattr(model, "degree", None))
+        if degree is not None and function.n_samples <= degree:
+            raise ValueError(
+                f"data.function.n_samples ({function.n_samples}) must exceed model.degree "
+                f"({degree}) for the fit to be determined"
+            )
+        _check_float32_data(function, degree)
         return self
 
 
-def _has(block: BaseModel, *keys: str) -> bool:
-    return set(keys) <= set(type(block).model_fields)
-
-
-def _check_float32_data(data: DataParams, degree: int | None) -> None:
-    """The sampled target and a polynomial's features (given its degree) are float32: refuse
+def _check_float32_data(data: FunctionData, degree: int | None) -> None:
+    """The sampled target and a polynomial's powers (given its degree) are float32: refuse
     ranges that overflow them."""
-    key = "data.x_max" if abs(data.x_max) >= abs(data.x_min) else "data.x_min"
+    key = "data.function." + ("x_max" if abs(data.x_max) >= abs(data.x_min) else "x_min")
     reach = max(abs(data.x_min), abs(data.x_max))
     if degree is not None and reach > 1 and degree * math.log(reach) >= math.log(FLOAT32_MAX):
         raise ValueError(
@@ -187,11 +226,15 @@ def _check_float32_data(data: DataParams, degree: int | None) -> None:
             f"|x| = {FLOAT32_MAX ** (1 / degree):.4g}"
         )
     if data.target == "exp" and data.x_max >= math.log(FLOAT32_MAX):
-        raise ValueError(f"data.x_max ({data.x_max:g}): exp(x) overflows float32 beyond 88.72")
+        raise ValueError(
+            f"data.function.x_max ({data.x_max:g}): exp(x) overflows float32 beyond 88.72"
+        )
     # A standard normal draw stays within 10 sigma for any dataset that fits in memory.
     largest_y = math.exp(data.x_max) if data.target == "exp" else 1.0
     if data.noise_std * 10 + largest_y > FLOAT32_MAX:
-        raise ValueError(f"data.noise_std ({data.noise_std:g}): y + noise overflows float32")
+        raise ValueError(
+            f"data.function.noise_std ({data.noise_std:g}): y + noise overflows float32"
+        )
 
 
 def load_params(path: Path) -> Params:

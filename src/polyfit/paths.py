@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
-DATASET = Path("data/dataset.pt")
+TRAIN_DATA = Path("data/train.pt")
+HELD_OUT_DATA = Path("data/held_out.pt")
 MODEL = Path("models/model.pt")
 TRAIN_METRICS = Path("metrics/train.json")
 EVAL_METRICS = Path("metrics/eval.json")
 LOSS_CURVE = Path("plots/loss.csv")
 FIT_CURVE = Path("plots/fit.csv")
 GATE_RULES = Path("gate.yaml")
+PIPELINE = Path("dvc.yaml")
+CHECKPOINTS = Path("checkpoints")  # under the project root: git- and DVC-ignored
 
 
 def project_root() -> Path:

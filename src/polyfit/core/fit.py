@@ -1,16 +1,14 @@
-"""The seed's training loop for any torch.optim optimizer, with a loss history and divergence
-checks."""
+"""The seed's training loop for any model and torch.optim optimizer: full batch or mini-batches,
+on any device, with a loss history, divergence checks and a hook for checkpoints."""
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
-from polyfit.core.gram import gram_loss
 from polyfit.errors import DivergedError
 
-# The summed squared error at the current parameters, as a tensor autograd can differentiate.
-LossFunction = Callable[[], torch.Tensor]
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (X (B, F), y (B,)) for each step
 
 
 def build_optimizer(name: str, parameters, lr: float, options: dict) -> torch.optim.Optimizer:
@@ -23,67 +21,81 @@ def build_optimizer(name: str, parameters, lr: float, options: dict) -> torch.op
     return getattr(torch.optim, name)(parameters, lr=lr, **options)
 
 
-def make_loss(
-    gradient: str, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
-) -> LossFunction:
-    """The loss params.train.gradient names, over the points x (N,) and target (N,).
-
-    autograd: the seed's forward pass over every sample and MSELoss(reduction="sum").
-    gram: the same loss from sums over the data made once here (gram.py), for large data.
-    """
-    if gradient == "gram":
-        return gram_loss(model, x, target)
-    inputs = model.features(x)  # (N, degree): once, as the seed computes xx once
-    loss_fn = torch.nn.MSELoss(reduction="sum")
-    return lambda: loss_fn(model.from_features(inputs), target)
-
-
 def fit(
-    loss_function: LossFunction,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    batches: Batches,
     steps: int,
     log_every: int,
     divergence_factor: float,
+    loss_function: Callable | None = None,
+    losses: list[float] | None = None,
     report: Callable[[int, float], None] = lambda step, loss: None,
+    checkpoint_every: int | None = None,
+    checkpoint: Callable[[list[float]], None] = lambda losses: None,
 ) -> list[float]:
-    """Minimise the loss; return the loss before each step. Stop at the first step whose loss
-    diverges; report the loss every `log_every` steps and at the last.
+    """Train to `steps`, from the step after the given losses (a resumed history); return the
+    loss before each step. The loss is the seed's summed squared error unless loss_function
+    (model, X, y) gives another.
 
-    Each loss is read with .item() as it comes: on the CPU that costs nothing measurable, while
-    keeping each step's loss tensor for later costs ~3% (benchmarks/training_loop.py). On a GPU,
-    .item() would wait for the device every step.
+    The losses stay on the device until every log_every steps, when they are read back in one
+    wait: then divergence is checked and the last one reported. checkpoint(losses) is called
+    every checkpoint_every steps, with the history up to then.
     """
-
-    def closure() -> torch.Tensor:  # LBFGS evaluates the loss several times a step
-        optimizer.zero_grad()
-        loss = loss_function()
-        loss.backward()
-        return loss
-
-    losses = []
-    for step in range(steps):
-        if isinstance(optimizer, torch.optim.LBFGS):
-            loss = optimizer.step(closure)
+    losses = list(losses or [])
+    loss_function = loss_function or summed_squared_error
+    pending = []  # this stretch's losses, not yet read back from the device
+    for step in range(len(losses), steps):
+        X, y = next(batches)
+        if isinstance(optimizer, torch.optim.LBFGS):  # it evaluates the loss several times a step
+            loss = optimizer.step(closure(loss_function, model, optimizer, X, y))
         else:
+            loss = loss_function(model, X, y)
             optimizer.zero_grad()
-            loss = loss_function()
             loss.backward()
             optimizer.step()
-        losses.append(loss.item())
-        _check_divergence(losses, divergence_factor)
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            report(step, losses[-1])
+        pending.append(loss.detach())
+        done = step + 1
+        at_checkpoint = checkpoint_every is not None and done % checkpoint_every == 0
+        if done % log_every == 0 or done == steps or at_checkpoint:
+            read = len(losses)
+            losses += torch.stack(pending).tolist()
+            pending = []
+            check_divergence(losses, divergence_factor, since=read)
+            if done % log_every == 0 or done == steps:
+                report(step, losses[-1])
+            if at_checkpoint:
+                checkpoint(losses)
     return losses
 
 
-def _check_divergence(losses: list[float], factor: float) -> None:
-    """Raise DivergedError if the newest loss is non-finite or over factor x the first."""
-    step, loss = len(losses) - 1, losses[-1]
-    if not math.isfinite(loss):
-        cause = "train.lr too large?" if step else "data.x_*, noise_std or model.degree too large?"
-        raise DivergedError(f"loss became non-finite at step {step} ({cause})")
-    if loss > factor * losses[0]:
-        raise DivergedError(
-            f"loss grew to {loss:.4g} at step {step}, over {factor:g} x the first loss "
-            f"{losses[0]:.4g} (train.divergence_factor)"
-        )
+def summed_squared_error(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor):
+    """The seed's loss: MSELoss(reduction="sum") of model(X) against y."""
+    return torch.nn.functional.mse_loss(model(X), y, reduction="sum")
+
+
+def closure(loss_function: Callable, model, optimizer, X, y) -> Callable[[], torch.Tensor]:
+    """The loss at the current parameters, with its gradients: what LBFGS's step asks for."""
+
+    def evaluate() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_function(model, X, y)
+        loss.backward()
+        return loss
+
+    return evaluate
+
+
+def check_divergence(losses: list[float], factor: float, since: int = 0) -> None:
+    """Raise DivergedError at the first loss from `since` on that is non-finite or over factor x
+    the first loss."""
+    for step in range(max(since, 0), len(losses)):
+        loss = losses[step]
+        if not math.isfinite(loss):
+            cause = "train.lr too large?" if step else "the data or model.degree too large?"
+            raise DivergedError(f"loss became non-finite at step {step} ({cause})")
+        if loss > factor * losses[0]:
+            raise DivergedError(
+                f"loss grew to {loss:.4g} at step {step}, over {factor:g} x the first loss "
+                f"{losses[0]:.4g} (train.divergence_factor)"
+            )

@@ -1,81 +1,59 @@
-"""The model: the seed's cubic as one nn.Module that takes x and owns its features.
+"""The model: the seed's y = a + b x + c x^2 + d x^3, for any number of feature columns.
 
-Every consumer (train, evaluate, predict, the served MLflow model) builds it with build_model
-from params.model, so the architecture is written once. To fit another model (docs/adapting.md),
-add its class here and make build_model return it. What the pipeline needs of a model:
-- build_model(config): config is params.model as a dict (validated by params.ModelParams);
-- forward(x): (N,) float32 -> (N,), one y per x;
-- features(x): (N,) -> (N, F), the part of forward without parameters. Training computes it once
-  and calls from_features(features) -> (N,) every step, so forward(x) must equal
-  from_features(features(x));
-- a state_dict of float32 tensors only (models/model.pt is loaded with weights_only=True);
-- imports of torch and polyfit.core only: the served model ships src/polyfit/core/ as its code.
-The least-squares optimum, coefficient metrics and `train.gradient: gram` are for Polynomial only.
+This file is logged with every trained model and loaded from that copy (tracking/serving.py),
+so a model version keeps working after the code here changes. It imports torch only.
+
+To fit another model (docs/adapting.md), write its class here and make build_model return it:
+any torch.nn.Module whose forward maps X (N, F) float32 to y (N,), with a state_dict of float32
+tensors (models/model.pt is loaded with weights_only=True).
 """
 
 import torch
 
 
 class Polynomial(torch.nn.Module):
-    """y = a + b x + c x^2 + ...: the seed's Linear(degree, 1), Flatten(0, 1) on x^1..x^degree."""
+    """Every feature to the powers 1..degree, then the seed's Linear and Flatten(0, 1)."""
 
-    def __init__(self, degree: int):
+    def __init__(self, n_features: int, degree: int):
         super().__init__()
         self.degree = degree
-        self.linear = torch.nn.Linear(degree, 1)
+        self.register_buffer("exponents", torch.arange(1, degree + 1), persistent=False)
+        self.linear = torch.nn.Linear(n_features * degree, 1)
         self.flatten = torch.nn.Flatten(0, 1)
+        self._powers_of = None  # (an input X, its powers)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,) -> (N, degree): x^1 .. x^degree, as the seed's `x.unsqueeze(-1).pow(p)`."""
-        powers = torch.arange(1, self.degree + 1, device=x.device)
-        return x.unsqueeze(-1).pow(powers)
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """(N, F) -> (N,)."""
+        return self.flatten(self.linear(self.powers(X)))
 
-    def from_features(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, degree) -> (N,). Training computes the features once, as the seed does."""
-        return self.flatten(self.linear(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,) -> (N,)."""
-        return self.from_features(self.features(x))
+    def powers(self, X: torch.Tensor) -> torch.Tensor:
+        """(N, F) -> (N, F * degree): x1, x1^2, ..., x1^degree, x2, ..., as the seed's
+        `x.unsqueeze(-1).pow(p)` for one feature. Full-batch training passes the same X at
+        every step, so the powers of the last X are kept: the seed computes them once, and
+        computing them again every step slows it measurably (BENCHMARKS.md)."""
+        if self._powers_of is None or self._powers_of[0] is not X:
+            self._powers_of = (X, X.unsqueeze(-1).pow(self.exponents).flatten(1))
+        return self._powers_of[1]
 
     def coefficients(self) -> torch.Tensor:
-        """(degree + 1,) float64: the polynomial's a, b, c, ... in increasing power."""
+        """(1 + F * degree,) float64: the bias, then the weight of each power, as powers() orders
+        them."""
         return torch.cat([self.linear.bias.detach(), self.linear.weight.detach()[0]]).double()
 
-    def formula(self) -> str:
-        """The seed's `y = a + b x + c x^2 + d x^3` line."""
-        a, *rest = self.coefficients().tolist()
-        powers = ["x"] + [f"x^{power}" for power in range(2, self.degree + 1)]
-        terms = [f"{c} {power}" for c, power in zip(rest, powers, strict=True)]
-        return "y = " + " + ".join([f"{a}", *terms])
+    def __str__(self) -> str:
+        """The seed's `y = a + b x + c x^2 + d x^3` (x1, x2, ... for several features)."""
+        bias, *weights = self.coefficients().tolist()
+        n_features = len(weights) // self.degree
+        names = ["x"] if n_features == 1 else [f"x{i}" for i in range(1, n_features + 1)]
+        powers = [
+            f"{name}^{p}" if p > 1 else name for name in names for p in range(1, self.degree + 1)
+        ]
+        return "y = " + " + ".join(
+            [f"{bias}", *(f"{w} {t}" for w, t in zip(weights, powers, strict=True))]
+        )
 
 
-def build_model(config: dict) -> torch.nn.Module:
-    """The model params.model describes (its keys are the constructor's arguments)."""
-    return Polynomial(**config)
-
-
-FLOAT32_MAX = torch.finfo(torch.float32).max
-
-
-def as_points(values) -> torch.Tensor:
-    """x (a list or array) as the (N,) float32 tensor the model computes on, refusing what float32
-    cannot hold (nan, inf, beyond 3.4e38): the prediction there would be nan, not an answer."""
-    x = torch.tensor(values, dtype=torch.float64).reshape(-1)  # a copy: the input may be read-only
-    unusable = x[~(x.abs() <= FLOAT32_MAX)]  # nan compares false too
-    if len(unusable):
-        raise ValueError(f"{unusable[0].item():g} is not a finite float32 number (|x| <= 3.4e38)")
-    return x.float()
-
-
-def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Model output at the points x (N,) -> (N,), without tracking gradients."""
-    with torch.no_grad():
-        return model(x)
-
-
-def design(x: torch.Tensor, degree: int) -> torch.Tensor:
-    """(N,) -> (N, degree + 1): a column of ones (the bias), then x^1..x^degree, in x's dtype:
-    the polynomial's design matrix, for least squares and gram's sums."""
-    powers = torch.arange(1, degree + 1, device=x.device)
-    return torch.cat([torch.ones_like(x).unsqueeze(-1), x.unsqueeze(-1).pow(powers)], dim=1)
+def build_model(config: dict, n_features: int) -> torch.nn.Module:
+    """The model params.model describes (its keys are the constructor's arguments) for a table
+    of n_features columns."""
+    return Polynomial(n_features, **config)

@@ -1,28 +1,21 @@
-"""Score a fitted model (float64): on its training points, on the dense grid of the noise-free
-target when the data has one (core/data.py evaluation_grid), and, for a Polynomial only, against
-the least-squares optimum of its degree; other models get the errors alone."""
+"""Score a fitted model, in float64: on the rows it trained on and on the held-out rows; for the
+tutorial's Polynomial, also against the least-squares optimum of its family on the training
+rows (the best any optimizer could reach)."""
 
 import math
 import sys
 
 import torch
 
-from polyfit.core.model import Polynomial, design, predict
+from polyfit.core.data import Table
+from polyfit.core.gram import design
+from polyfit.core.model import Polynomial
 
 
-def least_squares(x: torch.Tensor, y: torch.Tensor, degree: int) -> torch.Tensor:
-    """(degree + 1,) float64: the coefficients that minimise the squared error on (x, y)."""
-    matrix = design(x.double(), degree)  # (N, degree + 1)
-    return torch.linalg.lstsq(matrix, y.double().unsqueeze(-1), driver="gelsd").solution[:, 0]
-
-
-def polynomial(coefs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Evaluate sum_k coefs[k] x^k in the dtype of coefs."""
-    x = x.to(coefs.dtype)
-    result = torch.zeros_like(x)
-    for c in coefs.flip(0):  # Horner
-        result = result * x + c
-    return result
+def predict(model: torch.nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """model(X) (N,) without tracking gradients."""
+    with torch.no_grad():
+        return model(X)
 
 
 def errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -32,26 +25,33 @@ def errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict:
     return {"mse": mse, "rmse": math.sqrt(mse), "max_abs_error": residual.abs().max().item()}
 
 
-def score(model: torch.nn.Module, x, y, grid: tuple | None = None) -> dict:
-    """Errors on the training points and, given (grid_x, grid_y), on a dense grid of the
-    noise-free target; for a Polynomial, also how far it is from the least-squares optimum."""
-    scores = {"train_set": errors(predict(model, x), y)}
-    if grid is not None:
-        scores["grid"] = errors(predict(model, grid[0]), grid[1])
+def score(model: torch.nn.Module, train: Table, held_out: Table) -> dict:
+    """Errors on the training rows and on the held-out rows; for a Polynomial, its distance
+    from the least-squares optimum."""
+    scores = {
+        "train_set": errors(predict(model, train.X), train.y),
+        "held_out": errors(predict(model, held_out.X), held_out.y),
+    }
     if isinstance(model, Polynomial):
-        scores |= against_optimum(model, x, y, grid, scores["train_set"]["mse"])
+        scores |= against_optimum(model, train, held_out, scores["train_set"]["mse"])
     return scores
 
 
-def against_optimum(model: Polynomial, x, y, grid: tuple | None, mse: float) -> dict:
-    """The least-squares polynomial of the model's degree: its errors, and the model's distance."""
-    optimum = least_squares(x, y, model.degree)
+def least_squares(model: Polynomial, table: Table) -> torch.Tensor:
+    """float64 coefficients (bias first, as Polynomial.coefficients) that minimise the squared
+    error on the table."""
+    matrix = design(model, table.X)
+    return torch.linalg.lstsq(matrix, table.y.double().unsqueeze(-1), driver="gelsd").solution[:, 0]
+
+
+def against_optimum(model: Polynomial, train: Table, held_out: Table, mse: float) -> dict:
+    """The least-squares polynomial of the model's family: its errors, and the model's distance."""
+    optimum = least_squares(model, train)
     coefs = model.coefficients()
-    optimum_mse = errors(polynomial(optimum, x), y)["mse"]
-    scores = {"optimum": {"train_set_mse": optimum_mse}}
-    if grid is not None:
-        scores["optimum"]["grid_mse"] = errors(polynomial(optimum, grid[0]), grid[1])["mse"]
-    return scores | {
+    optimum_mse = errors(design(model, train.X) @ optimum, train.y)["mse"]
+    held_out_mse = errors(design(model, held_out.X) @ optimum, held_out.y)["mse"]
+    return {
+        "optimum": {"train_set_mse": optimum_mse, "held_out_mse": held_out_mse},
         # (model mse - optimum mse) / optimum mse: 0 is as good as this polynomial family gets
         "gap_to_optimum": (mse - optimum_mse) / max(optimum_mse, sys.float_info.min),
         "coef_distance": torch.linalg.vector_norm(coefs - optimum).item(),

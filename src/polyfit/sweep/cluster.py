@@ -4,22 +4,15 @@ Workers run the commit checked out here, fetched from `origin`, so the workspace
 committed and pushed: a sweep of unpushed code would run something else, or nothing.
 """
 
+from distributed import Client, wait
+
 from polyfit.errors import PolyfitError, UsageError
 from polyfit.sweep.grid import Result, git, progress
+from polyfit.sweep.task import run_configuration
 
 CONNECT_TIMEOUT = 5  # seconds; with the imports an unreachable scheduler fails in < 10 s
 HEARTBEAT = 30  # seconds between progress lines while nothing finishes
 RESOURCE = {"polyfit": 1}  # only `polyfit worker`s offer it, one task at a time each
-
-
-def require_dask() -> None:
-    """Dask is an extra (pyproject.toml's `cluster`): without it, say which one to install."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise PolyfitError(
-            "Dask is not installed: install the cluster extra (pip install -e '.[cluster]')"
-        ) from None
 
 
 def check_workspace() -> str:
@@ -41,8 +34,6 @@ def check_workspace() -> str:
 
 def connect(address: str):
     """A distributed.Client on `address`, or one line saying why not."""
-    from distributed import Client
-
     try:
         return Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as error:
@@ -54,10 +45,6 @@ def connect(address: str):
 def run(named: dict[str, list[str]], address: str, commit: str) -> list[Result]:
     """Submit one task per configuration of `commit` and collect every result, failed ones too."""
     client = connect(address)
-    from distributed import wait
-
-    from polyfit.sweep.task import run_configuration
-
     futures = {
         client.submit(
             run_configuration,

@@ -5,6 +5,7 @@ import os
 import sys
 
 from polyfit.errors import UsageError
+from polyfit.sweep import local
 from polyfit.sweep.grid import NAME_PATTERN, Result, check, expand, experiment_name
 
 
@@ -18,16 +19,14 @@ def main(args) -> None:
     named = {experiment_name(args.name, c): c for c in configurations}
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if scheduler:
+        # Dask is an optional extra: imported for a Dask sweep only (cli.py names the extra)
         from polyfit.sweep import cluster
 
-        cluster.require_dask()
         check(configurations)
         commit = cluster.check_workspace()  # refuse before anything is printed or sent
         print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
         results = cluster.run(named, scheduler, commit)
     else:
-        from polyfit.sweep import local
-
         check(configurations)
         print(f"sweep: {len(named)} configuration(s)", file=sys.stderr, flush=True)
         results = local.run(named, args.jobs)
@@ -52,12 +51,13 @@ def _split_groups(overrides: list[str | None]) -> list[list[str]]:
 
 
 def table(results: list[Result]) -> str:
-    """Markdown table, best (lowest eval mse) first, failed configurations last."""
-    ranked = sorted(results, key=lambda r: (not r.ok, r.mse if r.mse is not None else 0.0))
-    rows = ["| experiment | changed params | final_loss | eval mse | gap_to_optimum | worker |"]
+    """Markdown table, best (lowest held-out mse) first, failed configurations last."""
+    ranked = sorted(results, key=lambda r: (not r.ok, r.held_out_mse or 0.0))
+    rows = ["| experiment | changed params | final_loss | train mse | held-out mse | worker |"]
     rows.append("|---|---|---|---|---|---|")
     for r in ranked:
-        numbers = [_number(v) for v in (r.final_loss, r.mse, r.gap)] if r.ok else ["failed"] * 3
+        values = (r.final_loss, r.train_mse, r.held_out_mse)
+        numbers = [_number(v) for v in values] if r.ok else ["failed"] * 3
         rows.append(f"| {r.name} | {' '.join(r.overrides)} | {' | '.join(numbers)} | {r.worker} |")
     return "\n".join(rows)
 

@@ -16,6 +16,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dvc.exceptions import InvalidArgumentError
+from dvc.utils.cli_parse import to_path_overrides
+from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
+from hydra.errors import HydraException
+
 from polyfit.errors import UsageError
 from polyfit.params import load_params, validate_params
 from polyfit.paths import EVAL_METRICS, PARAMS, TRAIN_METRICS
@@ -34,16 +39,12 @@ class Result:
     reason: str = ""
     worker: str = ""
     final_loss: float | None = None
-    mse: float | None = None
-    gap: float | None = None
+    train_mse: float | None = None
+    held_out_mse: float | None = None
 
 
 def expand(groups: list[list[str]]) -> list[list[str]]:
     """Every configuration (a list of `key=value` overrides) of every grid, in order, no repeats."""
-    from dvc.utils.cli_parse import to_path_overrides
-    from dvc.utils.hydra import get_hydra_sweeps
-    from hydra.errors import HydraException
-
     configurations = []
     for group in groups:
         try:
@@ -61,9 +62,6 @@ def expand(groups: list[list[str]]) -> list[list[str]]:
 def check(configurations: list[list[str]]) -> None:
     """Refuse, before anything is queued, a configuration its stages would refuse: apply its
     params.yaml overrides to a copy as `dvc exp run -S` does (DVC's own function), validate it."""
-    from dvc.exceptions import InvalidArgumentError
-    from dvc.utils.hydra import apply_overrides
-
     load_params(PARAMS)  # the file itself first: DVC's parser would raise with a traceback
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / PARAMS.name
@@ -128,7 +126,7 @@ def read_result(baseline: str, name: str, overrides: list[str], cwd: str | None 
             return Result(name, overrides, False, f"no {path} in the experiment")
         metrics.update(json.loads(shown.stdout))
     try:
-        numbers = [float(metrics[key]) for key in ("final_loss", "train_set.mse", "gap_to_optimum")]
+        numbers = [float(metrics[key]) for key in ("final_loss", "train_set.mse", "held_out.mse")]
     except (KeyError, TypeError, ValueError) as error:
         return Result(name, overrides, False, f"metrics of the experiment lack {error}")
     return Result(name, overrides, True, "", "", *numbers)

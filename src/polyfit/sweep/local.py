@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 
+from dvc.exceptions import DvcException
+from dvc.repo import Repo
+from dvc.utils.cli_parse import to_path_overrides
+
 from polyfit.errors import PolyfitError
 from polyfit.paths import venv_first
-from polyfit.sweep.grid import Result, error_line, progress, read_result
+from polyfit.sweep.grid import Result, error_line, experiment_ref, progress, read_result
 
 POLL_SECONDS = 2
 # DVC's queue workers can stop while tasks are still queued (treeverse/dvc#10562; seen here when
@@ -25,9 +29,6 @@ WORKER = "local queue"
 
 def run(named: dict[str, list[str]], jobs: int) -> list[Result]:
     """Queue every configuration, run the queue on `jobs` workers, return one Result each."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
     try:
         repo = Repo(".")
         baseline = repo.scm.get_rev()
@@ -49,8 +50,6 @@ def run(named: dict[str, list[str]], jobs: int) -> list[Result]:
 
 def _queue(repo, named: dict[str, list[str]]) -> dict[str, str]:
     """{stash rev: name}; an experiment of the same name on this commit is replaced."""
-    from dvc.utils.cli_parse import to_path_overrides
-
     existing = [name for name in named if _exists(repo, name)]
     if existing:
         repo.experiments.remove(exp_names=existing)
@@ -64,8 +63,6 @@ def _queue(repo, named: dict[str, list[str]]) -> dict[str, str]:
 
 
 def _exists(repo, name: str) -> bool:
-    from polyfit.sweep.grid import experiment_ref
-
     return repo.scm.get_ref(experiment_ref(repo.scm.get_rev(), name)) is not None
 
 

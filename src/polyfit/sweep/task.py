@@ -11,8 +11,11 @@ import os
 import socket
 import subprocess
 
+from polyfit.errors import PolyfitError
+from polyfit.params import load_params
 from polyfit.paths import PARAMS, venv_first
 from polyfit.sweep.grid import Result, error_line, experiment_ref, git, read_result
+from polyfit.tracking import runs, store
 
 CLONE_VARIABLE = "POLYFIT_WORKER_CLONE"  # set by `polyfit worker`
 # Under "distributed", whose handler `dask worker` sets up: the lines land in the worker's log.
@@ -95,10 +98,6 @@ def _end_lost_runs(name: str, clone: str) -> str | None:
     One task at a time runs a name, so any run of it still RUNNING now belongs to a lost attempt.
     Returns why the store could not be read, or None.
     """
-    from polyfit.errors import PolyfitError
-    from polyfit.params import load_params
-    from polyfit.tracking import runs, store
-
     here = os.getcwd()
     os.chdir(clone)  # the store and params of the clone (one task at a time per worker)
     try:

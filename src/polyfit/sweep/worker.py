@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+import distributed  # noqa: F401 (the cluster extra: without it, cli.py says which to install)
+
 from polyfit.errors import UsageError
-from polyfit.sweep.cluster import require_dask
 from polyfit.sweep.grid import git
 from polyfit.sweep.task import CLONE_VARIABLE, worker_label
 
@@ -35,7 +36,6 @@ def check_clone(clone: Path) -> None:
 
 
 def main(args) -> None:
-    require_dask()
     address = args.address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not address:
         raise UsageError("give the scheduler address (tcp://HOST:PORT) or DASK_SCHEDULER_ADDRESS")

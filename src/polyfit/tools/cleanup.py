@@ -5,9 +5,9 @@ is gone (SIGKILL, the OOM killer, a power cut) can never end itself, so cleanup 
 Runs of live processes, of other hosts, or without those tags are left alone: we cannot tell.
 """
 
-import os
 import socket
-from pathlib import Path
+
+import psutil
 
 from polyfit import paths
 from polyfit.params import load_params
@@ -64,32 +64,12 @@ def process_alive(pid: int, run_started: float) -> bool:
     A zombie has exited already, and a pid whose process started after the run was reused.
     """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = process.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    state, started = _proc_state(pid)
-    if state == "Z":
-        return False
-    return started is None or started <= run_started + 1  # /proc/stat's boot time is whole s
-
-
-def _proc_state(pid: int) -> tuple[str | None, float | None]:
-    """(state letter, start time in epoch seconds) from Linux /proc, or Nones elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = _boot_time()
-    except OSError:
-        return None, None
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (command)", which may hold spaces
-    ticks = int(fields[19])  # field 22 of proc(5): start time in clock ticks after boot
-    return fields[0], boot + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _boot_time() -> float:
-    """When this Linux host booted, in epoch seconds (whole seconds: /proc/stat's btime)."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise OSError("/proc/stat has no btime")
+    except psutil.Error:  # alive, but not ours to inspect
+        return True
+    return started <= run_started + 1  # create_time can round to whole seconds

@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from polyfit import paths
+from polyfit.cpu import this_cpu
 from polyfit.errors import UsageError
 from polyfit.params import flatten
-from polyfit.tracking.provenance import cpu_description  # no torch, no MLflow
 from polyfit.yaml12 import describe, parse_yaml
 
 
@@ -190,12 +190,6 @@ def params_diff(commit: str) -> list[tuple]:
         for k in sorted(old.keys() | new.keys())
         if old.get(k, "—") != new.get(k, "—")
     ]
-
-
-def this_cpu() -> str:
-    """'model (vendor)' of the machine the gate runs on."""
-    cpu = cpu_description()
-    return f"{cpu['model']} ({cpu['vendor']})"
 
 
 def main(args) -> None:

@@ -1,15 +1,22 @@
 """`polyfit serve`: the champion (or any MLflow model) over HTTP, with MLflow's own server.
 
     curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
-         -d '{"inputs": [0.5, 1.0]}'        ->  {"predictions": [0.416..., 0.763...]}
+         -d '{"inputs": [[0.5], [1.0]]}'    ->  {"predictions": [0.417..., 0.764...]}
+
+Rows by position ({"inputs": [[...], ...]}), or named columns in any order
+({"dataframe_split": {"columns": [...], "data": [...]}}): tracking/serving.py.
 """
 
 import os
+import socket
 import sys
 
 from polyfit import paths
 from polyfit.errors import UsageError
 from polyfit.params import load_params
+from polyfit.tracking import store
+from polyfit.tracking.model import resolve
+from polyfit.tracking.uri import tracking_uri
 
 # What MLflow's servers (`mlflow models serve`, `mlflow ui`) print besides the URL and errors:
 # INFO lines, uvicorn's startup and access log, the artifact download bar, and libraries'
@@ -33,8 +40,6 @@ def quiet_server_env(verbose: bool) -> None:
 def check_port(host: str, port: int) -> None:
     """Fail in one line if the server could not listen there: it would say so only after the URL
     we print, in a log line of its own."""
-    import socket
-
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
@@ -47,11 +52,8 @@ def check_port(host: str, port: int) -> None:
 def main(args) -> None:
     check_port(args.host, args.port)
     model = args.model or f"models:/{load_params(paths.PARAMS).mlflow.registered_model}@champion"
-    from polyfit.tracking import store
-    from polyfit.tracking.model import resolve
-
-    resolve(store.make_client(store.tracking_uri()), model)  # one line that says what to do
-    os.environ["MLFLOW_TRACKING_URI"] = store.tracking_uri()  # the store the stages log to
+    resolve(store.make_client(tracking_uri()), model)  # one line that says what to do
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri()  # the store the stages log to
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # the model is code + tensors
     quiet_server_env(args.verbose)
     command = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local"]

@@ -11,7 +11,15 @@ import sys
 import time
 from urllib.parse import urlencode
 
+from mlflow.exceptions import MlflowException
+
+from polyfit import paths
+from polyfit.errors import PolyfitError, one_line
+from polyfit.params import load_params
+from polyfit.tools.serve import check_port, quiet_server_env
+from polyfit.tracking import store
 from polyfit.tracking.registry import SCORE
+from polyfit.tracking.uri import is_server, tracking_uri
 
 VIEW_ID = "polyfit-comparison"
 VIEW_NAME = "polyfit: train runs, best first"
@@ -24,7 +32,7 @@ def column(kind: str, key: str) -> str:
 
 
 PARAMS = [column("params", key) for key in ("train.optimizer", "train.lr")]
-METRICS = [column("metrics", key) for key in ("final_loss", SCORE, "eval.gap_to_optimum")]
+METRICS = [column("metrics", key) for key in (SCORE, "eval.train_set.mse", "final_loss")]
 COLUMNS = PARAMS + METRICS  # shown first, in this order
 # Then the run's logged model and the data it was trained on.
 ATTRIBUTES = [column("attributes", name) for name in ("Models", "Dataset")]
@@ -68,24 +76,16 @@ def save_view(client, experiment_id: str) -> None:
 
 def main(args) -> None:
     """`polyfit ui [--host H] [--port P]`: save the view, print its URL, run `mlflow ui`."""
-    from mlflow.exceptions import MlflowException
-
-    from polyfit import paths
-    from polyfit.errors import PolyfitError
-    from polyfit.params import load_params
-    from polyfit.tools.serve import check_port, quiet_server_env
-    from polyfit.tracking import store
-
     params = load_params(paths.PARAMS)
-    uri = store.tracking_uri()
-    on_a_server = store.is_server(uri)  # a tracking server serves its own UI
+    uri = tracking_uri()
+    on_a_server = is_server(uri)  # a tracking server serves its own UI
     if not on_a_server:
         check_port(args.host, args.port)
     client, experiment_id = store.connect(params.mlflow.experiment)
     try:  # e.g. a deleted experiment, or a server user without edit rights
         save_view(client, experiment_id)
     except MlflowException as error:
-        reason = store.one_line(error)
+        reason = one_line(error)
         raise PolyfitError(f"cannot save the comparison view in {uri}: {reason}") from None
     if on_a_server:
         print(comparison_url(uri, experiment_id))
@@ -93,6 +93,9 @@ def main(args) -> None:
     print(comparison_url(f"http://{args.host}:{args.port}", experiment_id))
     sys.stdout.flush()
     quiet_server_env(args.verbose)
+    # MLflow's job runner (huey consumers, for GenAI features) is several more processes and
+    # GiB of memory, slows the first page and is noisy to stop: off unless the user asked for it.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri]
     # One worker: one person's browser. MLflow's default of 4 starts 4 processes that each import
     # MLflow, so the URL answers seconds later and each holds its own memory.

@@ -1,26 +1,35 @@
 """The trained model as an MLflow 3 LoggedModel: logged by train, loaded by predict and serving,
 and looked up in the store first (resolve), so a missing model is one line that says what to do.
 
-The model is a pyfunc "from code" (serving.py, with polyfit's core package as code_paths) plus
-the state_dict file as an artifact: nothing is pickled, so it loads with
-MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false. Requirements are pinned here, so MLflow infers none
-in a subprocess.
+The model is a pyfunc "from code" (serving.py) with two artifacts: the state_dict file and a copy
+of core/model.py, the code that builds it. Nothing is pickled, so it loads with
+MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false, and each version loads with its own code.
+Requirements are pinned here, so MLflow infers none in a subprocess.
 """
 
 import os
-import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from polyfit.errors import PolyfitError, UsageError
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from polyfit.core import model as model_code
+from polyfit.core.data import Table
+from polyfit.errors import PolyfitError, UsageError, one_line
+from polyfit.tracking import store
+from polyfit.tracking.registry import CHAMPION
+from polyfit.tracking.serving import MODEL_CODE, STATE_DICT
+from polyfit.tracking.uri import probe_store, tracking_uri
 
 NAME = "model"  # runs:/<run id>/model
-# x in, y out. Also the input's type (serving.py's TypeFromExample): MLflow runs the model on it
-# while logging, and records the signature the UI shows.
-INPUT_EXAMPLE = [-1.0, 0.0, 0.5, 1.0]
 SERVING_CODE = Path(__file__).with_name("serving.py")
-PACKAGE = Path(__file__).parents[1]  # src/polyfit: its __init__.py and core/ are shipped
+EXAMPLE_ROWS = 2  # of the training table: the input example the UI and `mlflow models` show
 
 
 def requirements() -> list[str]:
@@ -28,35 +37,42 @@ def requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}"]
 
 
-def log_model(run, state_dict: Path, model_config: dict, params: dict, tags: dict) -> str:
-    """Log the state_dict file as a LoggedModel of the (train) run; return its model_id.
-    model_config is params.model: what build_model needs to rebuild the model at load time."""
-    import mlflow.pyfunc
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-    from mlflow.models import Model
+def signature(features: tuple[str, ...]) -> ModelSignature:
+    """F double columns in, one double out. The columns are not named in the signature, so a
+    request may give rows by position ({"inputs": [[...], ...]}) as well as named columns
+    ({"dataframe_split": ...}), which serving.py puts in the features' order."""
+    inputs = Schema([ColSpec("double") for _ in features])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
 
+
+def log_model(run, state_dict: Path, model_config: dict, train: Table, params: dict, tags: dict):
+    """Log the state_dict file as the (train) run's LoggedModel; return its model_id. A run
+    that already has a complete one (a resumed training that died after logging it) keeps it."""
     client = run.client
+    if existing := _logged_by(client, run):
+        return existing
     logged = client.create_logged_model(
         run.experiment_id,
         name=NAME,
         source_run_id=run.run_id,
         params={key: str(value) for key, value in params.items()},
         tags={key: str(value) for key, value in tags.items()},
-        model_type="pytorch",  # any nn.Module: build_model(model_config) says which
+        model_type="pytorch",  # any nn.Module: build_model(model_config, F) says which
     )
     client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
     description = Model(run_id=run.run_id, model_id=logged.model_id, model_uuid=logged.model_id)
     description.artifact_path = logged.artifact_location
+    example = pd.DataFrame(train.X[:EXAMPLE_ROWS].double().numpy(), columns=list(train.features))
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / NAME
         mlflow.pyfunc.save_model(
             folder,
             mlflow_model=description,
             python_model=str(SERVING_CODE),
-            code_paths=[str(_core_package(Path(scratch) / "code"))],
-            model_config=model_config,
-            artifacts={"state_dict": str(state_dict)},
-            input_example=INPUT_EXAMPLE,
+            model_config={"model": model_config, "features": list(train.features)},
+            artifacts={STATE_DICT: str(state_dict), MODEL_CODE: model_code.__file__},
+            input_example=example,
+            signature=signature(train.features),
             pip_requirements=requirements(),
         )
         try:
@@ -68,45 +84,38 @@ def log_model(run, state_dict: Path, model_config: dict, params: dict, tags: dic
     return logged.model_id
 
 
-def _core_package(folder: Path) -> Path:
-    """A copy of polyfit/__init__.py and polyfit/core/: all the served model imports."""
-    package = folder / "polyfit"
-    shutil.copytree(
-        PACKAGE / "core", package / "core", ignore=shutil.ignore_patterns("__pycache__")
+def _logged_by(client, run) -> str | None:
+    """The id of the READY LoggedModel the run already logged, if any; an unfinished one is
+    deleted, so the run ends with one model."""
+    found = client.search_logged_models(
+        [run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'"
     )
-    shutil.copy2(PACKAGE / "__init__.py", package / "__init__.py")
-    return package
+    for logged in found:
+        if logged.status == LoggedModelStatus.READY:
+            return logged.model_id
+        client.delete_logged_model(logged.model_id)
+    return None
 
 
 def load_model(uri: str):
     """A pyfunc model from a models:/ or runs:/ URI, refusing pickles; one-line errors."""
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # never unpickle store content
-    from polyfit.tracking import store
-
-    resolve(store.make_client(store.tracking_uri()), uri)
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
+    resolve(store.make_client(tracking_uri()), uri)
     try:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as error:
-        message = error.message.strip().splitlines()[0]
-        raise UsageError(f"{uri}: {message}") from None
+        raise UsageError(f"{uri}: {one_line(error)}") from None
     except OSError as error:
         raise UsageError(f"{uri}: cannot load: {error}") from None
     except Exception as error:  # damaged artifacts fail inside torch or the model's own code
-        raise PolyfitError(f"{uri}: cannot load: {store.one_line(error)}") from None
+        raise PolyfitError(f"{uri}: cannot load: {one_line(error)}") from None
 
 
 def resolve(client, uri: str) -> None:
     """Fail in one line that says what to do when `uri` names nothing in the store:
     models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID or runs:/RUN_ID/NAME."""
-    from mlflow.exceptions import MlflowException
-
-    from polyfit.tracking import store
-
-    store.probe_store()  # a dead tracking server fails in seconds, in one line
-    where = store.tracking_uri()
+    probe_store()  # a dead tracking server fails in seconds, in one line
+    where = tracking_uri()
     try:
         if uri.startswith("runs:/"):
             _resolve_run(client, uri, where)
@@ -114,13 +123,11 @@ def resolve(client, uri: str) -> None:
             _resolve_model(client, uri, where)
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise UsageError(f"{uri}: {store.one_line(error)}") from None
-        raise UsageError(f"{uri}: not found in {where}: {store.one_line(error)}") from None
+            raise UsageError(f"{uri}: {one_line(error)}") from None
+        raise UsageError(f"{uri}: not found in {where}: {one_line(error)}") from None
 
 
 def _resolve_model(client, uri: str, where: str) -> None:
-    from polyfit.tracking.registry import CHAMPION
-
     path = uri.removeprefix("models:/")
     if "@" in path:
         (name, _, alias), number = path.partition("@"), ""
@@ -132,7 +139,7 @@ def _resolve_model(client, uri: str, where: str) -> None:
     if not client.search_registered_models(f"name = '{name}'"):
         raise UsageError(
             f"{uri}: no registered model {name!r} in {where}: run `dvc repro` (`make run`) "
-            "first; every train run registers a version"
+            "first; the first trained model is registered"
         )
     aliases = client.get_registered_model(name).aliases
     if alias == CHAMPION and alias not in aliases:
@@ -145,19 +152,15 @@ def _resolve_model(client, uri: str, where: str) -> None:
 
 
 def _version(client, uri: str, name: str, number: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version(name, number)
     except MlflowException:
         numbers = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")]
-        newest = f"the newest is {max(numbers)}" if numbers else "it has none: run `dvc repro`"
+        newest = f"the newest is {max(numbers)}" if numbers else "it has none"
         raise UsageError(f"{uri}: {name!r} has no version {number}; {newest}") from None
 
 
 def _resolve_run(client, uri: str, where: str) -> None:
-    from mlflow.exceptions import MlflowException
-
     run_id, _, name = uri.removeprefix("runs:/").partition("/")
     try:
         run = client.get_run(run_id)

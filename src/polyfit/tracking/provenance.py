@@ -1,10 +1,12 @@
 """Where a run came from: the git commit, whether the tracked tree differed from it, and the
 machine that computed it."""
 
-import platform
 import re
 import subprocess
-from pathlib import Path
+
+import torch
+
+from polyfit.cpu import cpu_description
 
 # Written by the pipeline itself while it runs, so they do not make a checkout "dirty".
 PIPELINE_OUTPUTS = ("dvc.lock", "metrics")
@@ -32,8 +34,6 @@ def git_state() -> tuple[str, str]:
 def machine() -> dict[str, str]:
     """Where a result was computed: the last float32 bits, and so RMSprop's endpoint, depend on
     the CPU vendor and the kernels torch dispatched to (docs/determinism.md)."""
-    import torch
-
     cpu = cpu_description()
     mkl = re.search(r"Math Kernel Library Version ([^ ]+)", torch.__config__.show())
     return {
@@ -44,16 +44,3 @@ def machine() -> dict[str, str]:
         "mkl.version": mkl.group(1) if mkl else "none",
         "torch.threads": str(torch.get_num_threads()),
     }
-
-
-def cpu_description() -> dict[str, str]:
-    """{'model': ..., 'vendor': ...} from /proc/cpuinfo (Linux), else what platform knows."""
-    fields = {"model": platform.processor() or platform.machine(), "vendor": "unknown"}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return fields
-    for key, name in (("model", "model name"), ("vendor", "vendor_id")):
-        if found := re.search(rf"^{name}\s*:\s*(.+)$", text, re.MULTILINE):
-            fields[key] = found.group(1).strip()
-    return fields

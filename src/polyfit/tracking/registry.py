@@ -1,116 +1,129 @@
-"""The MLflow model registry: every train run adds a version. The first version becomes
-`champion`, so a fresh clone serves after one `dvc repro`; after that the alias moves only on
-merit, by command."""
+"""The MLflow model registry holds the models worth serving: a version is added only when a model
+is promoted (`polyfit promote`), or for the first model of a fresh project, so that `make serve`
+works right after `make run`. The alias `champion` points at the version to serve.
 
+Models are compared by their held-out score, and only with models trained on the same training
+data and scored on the same held-out data (both files' md5, as dvc.lock records them).
+"""
+
+from typing import NamedTuple
+
+from mlflow.exceptions import MlflowException
+
+from polyfit import files, paths
 from polyfit.errors import PolyfitError, UsageError
 
 CHAMPION = "champion"
-SCORE = "eval.train_set.mse"  # logged on the train run by evaluate; lower is better
+SCORE = "eval.held_out.mse"  # on the train run and its LoggedModel (evaluate); lower is better
+TRAIN_DATA_TAG = "data_md5"  # the LoggedModel's training data
 
 
-def register(client, run_id: str, model_id: str, name: str) -> str:
-    """Add the run's LoggedModel as a new version of `name`, champion if there is none yet;
-    return the version."""
-    from mlflow.exceptions import MlflowException
+class Candidate(NamedTuple):
+    model_id: str
+    score: float
+    source_run_id: str
 
+
+def register_first(client, name: str, model_id: str, run_id: str) -> str | None:
+    """Register the model as version 1 and champion when `name` has no version yet; the
+    version, or None when the registry already had one."""
     try:
         client.create_registered_model(name)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+        if client.search_model_versions(f"name = '{name}'", max_results=1):
+            return None
+    return _register(client, name, model_id, run_id)
+
+
+def _register(client, name: str, model_id: str, run_id: str) -> str:
     source = f"models:/{model_id}"
     version = client.create_model_version(name, source, run_id=run_id, model_id=model_id).version
-    if CHAMPION not in client.get_registered_model(name).aliases:
-        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_alias(name, CHAMPION, version)
     return version
 
 
-def score(client, version) -> float | None:
-    """The version's SCORE, None before evaluate has scored its train run."""
-    return client.get_run(version.run_id).data.metrics.get(SCORE)
-
-
-def _require_score(client, version) -> float:
-    value = score(client, version)
-    if value is None:
-        raise UsageError(
-            f"model version {version.version} has no {SCORE}: run `dvc repro` (evaluate) first"
+def comparable(client, experiment_id: str, train_md5: str, held_out_md5: str):
+    """(every LoggedModel trained on this training data with a score on this held-out data,
+    best first, the older one on a tie; how many scored models were left out for other data)."""
+    found, skipped, token = [], 0, None
+    while True:
+        page = client.search_logged_models(
+            [experiment_id],
+            order_by=[{"field_name": "creation_timestamp", "ascending": True}],
+            page_token=token,
         )
-    return value
-
-
-def best(client, versions: list) -> tuple:
-    """(score, version, how many were scored) for the lowest SCORE; the older version on a tie.
-    Versions evaluate has not scored are skipped."""
-    scored = [
-        (value, int(version.version), version)
-        for version in versions
-        if (value := score(client, version)) is not None
-    ]
-    if not scored:
-        raise UsageError(f"no model version has {SCORE} yet: run `dvc repro` (evaluate) first")
-    value, _, version = min(scored, key=lambda item: item[:2])
-    return value, version, len(scored)
-
-
-def _versions(client, name: str) -> list:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as error:
-        raise UsageError(f"registered model {name!r}: {error.message}") from None
-    if not versions:
-        raise UsageError(f"registered model {name!r} has no versions: run `dvc repro` first")
-    return versions
+        for logged in page:
+            scores = [metric for metric in logged.metrics or [] if metric.key == SCORE]
+            same_data = logged.tags.get(TRAIN_DATA_TAG) == train_md5
+            on_held_out = [m.value for m in scores if m.dataset_digest == held_out_md5]
+            if same_data and on_held_out:
+                found.append(Candidate(logged.model_id, on_held_out[-1], logged.source_run_id))
+            elif scores:
+                skipped += 1
+        token = page.token
+        if not token:
+            return sorted(found, key=lambda candidate: candidate.score), skipped
 
 
 def _champion(client, name: str):
     """The version `champion` points at, or None."""
-    aliases = client.get_registered_model(name).aliases
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        return None
     return client.get_model_version(name, aliases[CHAMPION]) if CHAMPION in aliases else None
 
 
-def promote(client, name: str, version: str | None) -> str:
-    """Point `champion` at `version` if it beats the current champion; without a version, at
-    the best scored version. Returns what was done and why."""
-    versions = _versions(client, name)
-    if version is None:
-        candidate, chosen, count = best(client, versions)
-        why = f"{SCORE} {candidate:.6g}, the lowest of {count} scored version(s)"
-    else:
-        chosen = {str(v.version): v for v in versions}.get(str(version))
-        if chosen is None:
-            raise UsageError(f"registered model {name!r} has no version {version}")
-        candidate = _require_score(client, chosen)
-        why = f"{SCORE} {candidate:.6g}"
+def promote(client, experiment_id: str, name: str, model_id: str | None = None) -> str:
+    """Point `champion` at the best comparable model (or at `model_id`) if it beats the
+    champion, registering it as a new version; say what was done and why."""
+    train_md5 = files.digests(files.read_bytes(paths.TRAIN_DATA)).md5
+    held_out_md5 = files.digests(files.read_bytes(paths.HELD_OUT_DATA)).md5
+    candidates, skipped = comparable(client, experiment_id, train_md5, held_out_md5)
+    if not candidates:
+        raise UsageError(
+            f"no model trained on {paths.TRAIN_DATA} as it is now has a {SCORE} on "
+            f"{paths.HELD_OUT_DATA}: run `dvc repro` first"
+        )
+    scores = {candidate.model_id: candidate for candidate in candidates}
+    chosen = scores.get(model_id) if model_id else candidates[0]
+    if chosen is None:
+        raise UsageError(f"model {model_id} was not trained and scored on the current data")
+    why = f"{SCORE} {chosen.score:.6g}"
+    if model_id is None:
+        why += f", the best of {len(candidates)} model(s) trained and scored on the current data"
+    if skipped:
+        why += f"; {skipped} scored on other data not compared"
     champion = _champion(client, name)
-    incumbent = score(client, champion) if champion is not None else None
-    if incumbent is not None and not candidate < incumbent:
-        if version is None:  # the champion already has the best score
+    champion_model = _model_id(champion) if champion is not None else None
+    incumbent = scores.get(champion_model)
+    if champion_model == chosen.model_id:
+        return f"{name} version {champion.version} stays {CHAMPION}: {why}"
+    if incumbent is not None and not chosen.score < incumbent.score:
+        if model_id is None:
             return f"{name} version {champion.version} stays {CHAMPION}: {why}"
         raise PolyfitError(
-            f"version {chosen.version} ({SCORE}={candidate:.6g}) does not beat champion "
-            f"version {champion.version} ({incumbent:.6g}); alias unchanged"
+            f"model {chosen.model_id} ({SCORE} {chosen.score:.6g}) does not beat champion "
+            f"version {champion.version} ({incumbent.score:.6g}); alias unchanged"
         )
-    client.set_registered_model_alias(name, CHAMPION, chosen.version)
-    return f"{name} version {chosen.version} is now {CHAMPION}: {why} ({_was(champion, incumbent)})"
+    version = _register(client, name, chosen.model_id, chosen.source_run_id)
+    return f"{name} version {version} is now {CHAMPION}: {why} ({_was(champion, incumbent)})"
 
 
-def _was(champion, incumbent: float | None) -> str:
-    """What the replaced champion scored, for promote's message."""
+def _model_id(version) -> str:
+    """The LoggedModel a version was registered from (its source, models:/<model id>)."""
+    return version.model_id or version.source.removeprefix("models:/")
+
+
+def _was(champion, incumbent: Candidate | None) -> str:
+    """What the replaced champion was, for promote's message."""
     if champion is None:
         return "there was no champion"
-    had = f"{incumbent:.6g}" if incumbent is not None else f"no {SCORE}"
-    return f"champion version {champion.version} had {had}"
-
-
-def main(args) -> None:
-    """`polyfit promote [--version N]`."""
-    from polyfit import paths
-    from polyfit.params import load_params
-    from polyfit.tracking import store
-
-    params = load_params(paths.PARAMS)
-    client = store.make_client(store.tracking_uri())
-    print(promote(client, params.mlflow.registered_model, args.version))
+    if incumbent is None:
+        return (
+            f"champion version {champion.version} was trained or scored on other data, so it "
+            "was not compared"
+        )
+    return f"champion version {champion.version} had {incumbent.score:.6g}"

@@ -1,4 +1,9 @@
-"""MLflow runs that always end, batched logging, datasets and lookups, through MlflowClient."""
+"""MLflow runs that always end, batched logging, datasets and lookups, through MlflowClient.
+
+The stages use MlflowClient rather than mlflow.start_run: a run here can be continued by a later
+process (a resumed training), and logging a whole loss history takes a few batched calls
+(log_batch) where the fluent API makes one call per point.
+"""
 
 import contextlib
 import json
@@ -6,80 +11,28 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import NamedTuple
 
-from polyfit.errors import Interrupted, PolyfitError
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModelInput,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+)
+from mlflow.exceptions import MlflowException
+
+from polyfit.errors import Interrupted, PolyfitError, one_line
 from polyfit.tracking.provenance import git_state, machine
-from polyfit.tracking.store import one_line, tracking_uri
+from polyfit.tracking.uri import tracking_uri
 
 BATCH_SIZE = 1000  # MLflow's limit of metrics per log_batch call
 # How SQLite, PostgreSQL and MySQL refuse a second insert of the same key.
 DUPLICATE_KEY_ERRORS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
-
-
-class TrackedRun:
-    """One MLflow run, written through MlflowClient (no global 'active run' state)."""
-
-    def __init__(self, client, run_id: str, experiment_id: str):
-        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
-
-    def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-
-    def log_metrics(
-        self, metrics: dict, model_id: str | None = None, dataset: "DvcDataset | None" = None
-    ) -> None:
-        """Log at step 0; with model_id (and dataset), the model's page lists them too."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        on = {"model_id": model_id}
-        if dataset is not None:
-            on |= {"dataset_name": dataset.name, "dataset_digest": dataset.md5}
-        batch = [Metric(key, float(value), now, 0, **on) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
-
-    def log_inputs(self, dataset: "DvcDataset", context: str, model_id: str | None = None):
-        """Record that this run read the dataset (the Dataset column) and the model."""
-        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
-        from mlflow.exceptions import MlflowException
-
-        used = DatasetInput(dataset.entity(), [InputTag("mlflow.data.context", context)])
-        models = [LoggedModelInput(model_id)] if model_id else None
-        try:
-            self.client.log_inputs(self.run_id, datasets=[used], models=models)
-        except MlflowException as error:
-            # Two runs logging the same new dataset at once (a sweep's workers) race to insert
-            # it, and the store refuses the second insert. It exists now: link to it.
-            if not any(key in str(error) for key in DUPLICATE_KEY_ERRORS):
-                raise
-            self.client.log_inputs(self.run_id, datasets=[used], models=models)
-
-    def log_history(self, key: str, values: list[float]) -> None:
-        """One point per step, BATCH_SIZE points per call (per-step calls cost 25x training)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        for start in range(0, len(values), BATCH_SIZE):
-            chunk = values[start : start + BATCH_SIZE]
-            points = [Metric(key, v, now, start + i) for i, v in enumerate(chunk)]
-            self.client.log_batch(self.run_id, metrics=points)
-
-    def set_tags(self, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
-    def log_bytes(self, name: str, content: bytes, folder: str) -> None:
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / name
-            path.write_bytes(content)
-            self.client.log_artifact(self.run_id, str(path), folder)
 
 
 class DvcDataset(NamedTuple):
@@ -93,12 +46,61 @@ class DvcDataset(NamedTuple):
     def name(self) -> str:
         return self.path
 
-    def entity(self):
-        from mlflow.entities import Dataset
-
+    def entity(self) -> Dataset:
         source = {"path": self.path, "git_commit": git_state()[0], "md5": self.md5}
         profile = {"num_rows": self.rows}
         return Dataset(self.name, self.md5, "dvc", json.dumps(source), profile=json.dumps(profile))
+
+
+class TrackedRun:
+    """One MLflow run, written through MlflowClient (no global 'active run' state)."""
+
+    def __init__(self, client, run_id: str, experiment_id: str):
+        self.client, self.run_id, self.experiment_id = client, run_id, experiment_id
+        self._logged: dict[str, int] = {}  # steps of each history already in the store
+
+    def log_params(self, params: dict) -> None:
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(
+        self, metrics: dict, model_id: str | None = None, dataset: DvcDataset | None = None
+    ) -> None:
+        """Log at step 0; with model_id (and dataset), the model's page lists them too."""
+        now = int(time.time() * 1000)
+        on = {"model_id": model_id}
+        if dataset is not None:
+            on |= {"dataset_name": dataset.name, "dataset_digest": dataset.md5}
+        batch = [Metric(key, float(value), now, 0, **on) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_inputs(self, dataset: DvcDataset, context: str, model_id: str | None = None):
+        """Record that this run read the dataset (the Dataset column) and the model."""
+        used = DatasetInput(dataset.entity(), [InputTag("mlflow.data.context", context)])
+        models = [LoggedModelInput(model_id)] if model_id else None
+        try:
+            self.client.log_inputs(self.run_id, datasets=[used], models=models)
+        except MlflowException as error:
+            # Two runs logging the same new dataset at once (a sweep's workers) race to insert
+            # it, and the store refuses the second insert. It exists now: link to it.
+            if not any(key in str(error) for key in DUPLICATE_KEY_ERRORS):
+                raise
+            self.client.log_inputs(self.run_id, datasets=[used], models=models)
+
+    def log_history(self, key: str, values: list[float]) -> None:
+        """The points of `values` (one per step) the store does not hold yet, BATCH_SIZE per call:
+        called as a history grows, and again by a process that continues the run."""
+        if key not in self._logged:  # a continued run holds the steps logged before it died
+            held = self.client.get_metric_history(self.run_id, key)
+            self._logged[key] = 1 + max((point.step for point in held), default=-1)
+        now = int(time.time() * 1000)
+        for first in range(self._logged[key], len(values), BATCH_SIZE):
+            chunk = values[first : first + BATCH_SIZE]
+            points = [Metric(key, value, now, first + i) for i, value in enumerate(chunk)]
+            self.client.log_batch(self.run_id, metrics=points)
+        self._logged[key] = max(self._logged[key], len(values))
+
+    def set_tags(self, tags: dict) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def run_name(stage: str, detail: str) -> str:
@@ -132,49 +134,71 @@ def _raise_interrupted(signum, frame):
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, connection: tuple, name: str, params: dict, tags: dict):
+def stage_run(
+    stage: str, connection: tuple, name: str, params: dict, tags: dict, continues: str = ""
+):
     """A run in `connection` (connect()'s client and experiment id) that ends FINISHED, FAILED
     (tagged with why) or KILLED, never left RUNNING. Tagged with where it ran: the git commit,
-    the host and process, the CPU and torch's kernels (provenance.py)."""
-    client, experiment_id = connection
-    from mlflow.exceptions import MlflowException
+    the host and process, the CPU and torch's kernels (provenance.py).
 
+    `continues`: the id of a run a killed process left behind, to carry on in, if the store
+    holds it; yields (run, whether it continues one).
+    """
+    client, experiment_id = connection
     # A tracking server rejects tag values that are not strings (SQLite converts them).
     tags = {key: str(value) for key, value in {**provenance_tags(stage), **tags}.items()}
     try:
-        info = client.create_run(experiment_id, tags=tags, run_name=name).info
+        run_id = _reopen(client, continues, experiment_id)
+        if run_id is None:
+            run_id = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
     except MlflowException as error:  # e.g. the store's disk is full, or it is locked
         raise PolyfitError(f"MLflow at {tracking_uri()} failed: {one_line(error)}") from None
-    run = TrackedRun(client, info.run_id, experiment_id)
+    run = TrackedRun(client, run_id, experiment_id)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        run.log_params(params)
-        yield run
+        if run_id == continues:
+            run.set_tags(tags)  # this process's pid, for `polyfit runs cleanup`
+        else:
+            run.log_params(params)
+        yield run, run_id == continues
     except KeyboardInterrupt as error:
-        if note := _end(client, info.run_id, "KILLED", str(error) or "interrupted by SIGINT"):
+        if note := _end(client, run_id, "KILLED", str(error) or "interrupted by SIGINT"):
             print(f"polyfit: warning: {note}", file=sys.stderr)
         raise
     except MlflowException as error:  # e.g. the server went away: one line, not a traceback
-        note = _end(client, info.run_id, "FAILED", one_line(error))
+        note = _end(client, run_id, "FAILED", one_line(error))
         message = f"MLflow at {tracking_uri()} failed: {one_line(error)}"
         raise PolyfitError(message + (f" ({note})" if note else "")) from None
     except BaseException as error:
         if isinstance(error, OSError) and error.filename is None:
             # polyfit's own writes name their file: this came from copying an artifact.
-            error.filename = info.artifact_uri.removeprefix("file://")
-        if note := _end(client, info.run_id, "FAILED", one_line(error)):
+            error.filename = client.get_run(run_id).info.artifact_uri.removeprefix("file://")
+        if note := _end(client, run_id, "FAILED", one_line(error)):
             error.add_note(note)  # cli.py prints it on the error's line
         raise
     else:
-        _end(client, info.run_id, "FINISHED")
+        _end(client, run_id, "FINISHED")
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _reopen(client, run_id: str, experiment_id: str) -> str | None:
+    """The run `run_id` back to RUNNING, if this experiment holds it; else None."""
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    if run.info.experiment_id != experiment_id:
+        return None
+    if run.info.status != "RUNNING":  # e.g. marked KILLED by `polyfit runs cleanup`
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return run_id
+
+
 def end_run(client, run_id: str, status: str, reason: str | None = None) -> None:
     """Set a run's final status, tagged with why it ended (failure_reason) unless FINISHED."""
-    from mlflow.entities import RunTag
-
     if reason is not None:
         client.log_batch(run_id, tags=[RunTag("failure_reason", reason)])
     client.set_terminated(run_id, status)
@@ -205,3 +229,27 @@ def find_trained_model(client, experiment_id: str, model_sha256: str):
         if models:
             return models[0]
     return None
+
+
+def log_scores(run: TrackedRun, model_id: str, held_out: DvcDataset, metrics: dict) -> None:
+    """evaluate's metrics as eval.* on the train run that made the model, linked to its
+    LoggedModel and the held-out data: the UI's table of train runs, the model's page and
+    `polyfit promote` read them there."""
+    scores = {f"eval.{key}": value for key, value in metrics.items()}
+    run.log_metrics(scores, model_id=model_id, dataset=held_out)
+
+
+def reuse_scores(run: TrackedRun, model_id: str, model_sha256: str, data_md5: str) -> None:
+    """Give a retrained model whose exact bytes were scored before (on this training data) those
+    scores: DVC does not run evaluate again for a model file it has seen."""
+    found = run.client.search_runs(
+        [run.experiment_id],
+        f"tags.stage = 'evaluate' AND tags.model_sha256 = '{model_sha256}' "
+        f"AND tags.data_md5 = '{data_md5}' AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if found:
+        tags = found[0].data.tags
+        held_out = DvcDataset(tags["held_out_path"], tags["held_out_md5"], 0)
+        log_scores(run, model_id, held_out, found[0].data.metrics)

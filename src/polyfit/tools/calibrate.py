@@ -1,0 +1,146 @@
+"""`polyfit gate calibrate`: gate.yaml's tolerances, measured for this pipeline's model and data.
+
+It runs the real train and evaluate stages on the workspace's data several times, varying only
+what should not change a verdict: train.threads (1 and 2), the vector kernels ATen may use on
+this CPU (each level down to its scalar kernels, what a CPU without AVX2 would run), and with
+--seeds, train.seed. Each gated metric's spread is max - min over the runs of one seed, the
+largest over the seeds; its tolerance is MARGIN x that spread, written into gate.yaml in the
+kind (abs or rel) the rule already has. Each run is a fresh process, in a scratch folder with a
+scratch MLflow store: the workspace, its outputs and its store are not touched.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from polyfit import paths
+from polyfit.errors import PolyfitError, UsageError
+from polyfit.params import flatten, load_params
+from polyfit.tools.gate import Rule, load_rules
+
+THREADS = (1, 2)
+KERNELS = ("avx512", "avx2", "default")  # ATEN_CPU_CAPABILITY, from the widest
+FLOAT32_EPS = 2.0**-23  # the least a value can move: one float32 rounding
+
+
+def main(args) -> None:
+    if args.seeds < 1 or not args.margin > 0:
+        raise UsageError("--seeds must be at least 1 and --margin above 0")
+    params = load_params(paths.PARAMS)
+    for table in (paths.TRAIN_DATA, paths.HELD_OUT_DATA):
+        if not table.exists():
+            raise UsageError(f"{table} does not exist: run `dvc repro` first")
+    rules = load_rules(paths.GATE_RULES)
+    seeds = range(params.train.seed, params.train.seed + args.seeds)
+    variations = [
+        (seed, threads, kernel) for seed in seeds for threads in THREADS for kernel in kernels()
+    ]
+    results = {}
+    for number, (seed, threads, kernel) in enumerate(variations, 1):
+        what = f"train.seed {seed}, train.threads {threads}, ATen {kernel}"
+        print(f"calibrate: run {number}/{len(variations)}: {what}", file=sys.stderr, flush=True)
+        results[seed, threads, kernel] = measure(seed, threads, kernel)
+    tolerances = spreads(rules, results, seeds)
+    text = rewrite(paths.GATE_RULES.read_text(), rules, tolerances, args, len(variations))
+    paths.GATE_RULES.write_text(text)
+    print(text, end="")
+
+
+def kernels() -> list[str]:
+    """The ATen kernel levels this CPU runs, from its own down to the scalar ones."""
+    native = torch.backends.cpu.get_cpu_capability().lower()
+    return list(KERNELS[KERNELS.index(native) :]) if native in KERNELS else [native]
+
+
+def measure(seed: int, threads: int, kernel: str) -> dict:
+    """{metrics file: {metric: value}} of one train + evaluate in a scratch folder."""
+    with tempfile.TemporaryDirectory(prefix="polyfit-calibrate-") as scratch:
+        folder = Path(scratch)
+        raw = yaml.safe_load(paths.PARAMS.read_text())
+        raw["train"] |= {"seed": seed, "threads": threads, "checkpoint_every": None}
+        (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
+        for table in (paths.TRAIN_DATA, paths.HELD_OUT_DATA):
+            (folder / table).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(table, folder / table)
+        env = os.environ | {
+            "ATEN_CPU_CAPABILITY": kernel,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        }
+        for stage in ("train", "evaluate"):
+            command = [sys.executable, "-m", "polyfit", stage]
+            done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise PolyfitError(f"{stage} failed under ATen {kernel}: {reason}")
+        files = (paths.TRAIN_METRICS, paths.EVAL_METRICS)
+        return {str(path): flatten(json.loads((folder / path).read_text())) for path in files}
+
+
+def spreads(rules: dict, results: dict, seeds) -> dict[tuple[str, str], tuple[float, float]]:
+    """{(file, metric): (largest spread within a seed, smallest |value|)} for each gated metric
+    the runs produced."""
+    found = {}
+    for file, metrics in rules.items():
+        for metric in metrics:
+            by_seed = [
+                [
+                    run[file][metric]
+                    for key, run in results.items()
+                    if key[0] == seed and metric in run.get(file, {})
+                ]
+                for seed in seeds
+            ]
+            if all(by_seed):
+                spread = max(max(values) - min(values) for values in by_seed)
+                found[file, metric] = spread, min(abs(v) for values in by_seed for v in values)
+    return found
+
+
+def tolerance(rule: Rule, spread: float, smallest: float, margin: float) -> Rule:
+    """The rule with MARGIN x spread as its tolerance, in its own kind: relative to the
+    baseline where the rule is relative, absolute otherwise. A spread of zero still allows
+    one float32 rounding."""
+    spread = max(spread, FLOAT32_EPS * smallest)
+    if rule.rel > 0 and rule.abs == 0 and smallest > 0:
+        return Rule(better=rule.better, abs=0.0, rel=_round_up(margin * spread / smallest))
+    return Rule(better=rule.better, abs=_round_up(margin * spread), rel=0.0)
+
+
+def _round_up(value: float) -> float:
+    """Up to two significant digits: 0.02316 -> 0.024."""
+    if value <= 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.ceil(value / scale) * scale
+
+
+def rewrite(text: str, rules: dict, tolerances: dict, args, runs: int) -> str:
+    """gate.yaml with each measured rule's tolerance replaced (or kept, with --keep-wider, when
+    it is already wider), its comments above the rules kept."""
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    header = [line for line in header if not line.startswith("# Calibrated")]
+    lines = [
+        *header,
+        f"# Calibrated by `polyfit gate calibrate --margin {args.margin:g}`: {runs} training(s).",
+    ]
+    for file, metrics in rules.items():
+        lines.append(f"{file}:")
+        for metric, rule in metrics.items():
+            if (file, metric) in tolerances:
+                new = tolerance(rule, *tolerances[file, metric], args.margin)
+                if args.keep_wider and (rule.abs > new.abs or rule.rel > new.rel):
+                    new = rule
+                rule = new
+            lines.append(
+                f"  {metric}: {{better: {rule.better}, abs: {rule.abs:g}, rel: {rule.rel:g}}}"
+            )
+    return "\n".join(lines) + "\n"
