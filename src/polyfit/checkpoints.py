@@ -9,6 +9,7 @@ md5 of each dep), and used only for that same fingerprint. docs/checkpoints.md h
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,7 +65,9 @@ def _md5(path: Path) -> str:
 
 
 def folder() -> Path:
-    return project_root() / paths.CHECKPOINTS
+    """checkpoints/ at the project root, or POLYFIT_CHECKPOINTS: a folder several clones share
+    (Dask workers on several machines), so a configuration resumes on whichever runs it again."""
+    return Path(os.environ.get("POLYFIT_CHECKPOINTS") or project_root() / paths.CHECKPOINTS)
 
 
 def path_for(fingerprint: Fingerprint) -> Path:
