@@ -124,9 +124,8 @@ def table_params(**train_overrides) -> dict:
     params = default_params()
     csv = {"path": str(TABLE), "features": TABLE_FEATURES, "target": "y"}
     params["data"] = {"source": "csv", "csv": csv | {"held_out_fraction": 0.25, "split_seed": 0}}
-    params["train"].update(
-        {"steps": 200, "log_every": 50, "checkpoint_every": None, **train_overrides}
-    )
+    short = {"steps": 200, "lr": 0.01, "log_every": 50, "checkpoint_every": None}
+    params["train"].update(short | train_overrides)
     return params
 
 
