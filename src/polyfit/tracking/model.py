@@ -9,6 +9,7 @@ Requirements are pinned here, so MLflow infers none in a subprocess.
 
 import os
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def log_model(run, state_dict: Path, model_config: dict, train: Table, params: d
     description = Model(run_id=run.run_id, model_id=logged.model_id, model_uuid=logged.model_id)
     description.artifact_path = logged.artifact_location
     example = pd.DataFrame(train.X[:EXAMPLE_ROWS].double().numpy(), columns=list(train.features))
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        # MLflow compares the example's columns with a range, which pandas 3 deprecates.
+        warnings.filterwarnings("ignore", "Operation with range is deprecated")
         folder = Path(scratch) / NAME
         mlflow.pyfunc.save_model(
             folder,
