@@ -175,6 +175,12 @@ class TrainParams(Frozen):
         """The selected optimizer's own options."""
         return getattr(self.options, self.optimizer).model_dump()
 
+    @model_validator(mode="after")
+    def _gram_needs_the_full_batch(self):
+        if self.gradient == "gram" and self.batch_size is not None:
+            raise ValueError("train.gradient gram sums the whole table: set train.batch_size null")
+        return self
+
 
 def _model_name(name: str) -> str:
     """MLflow uses model names as paths: no '/' or ':', nothing that normalises to another."""

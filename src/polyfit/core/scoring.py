@@ -39,8 +39,8 @@ def score(model: torch.nn.Module, train: Table, held_out: Table) -> dict:
 
 def least_squares(model: Polynomial, table: Table) -> torch.Tensor:
     """float64 coefficients (bias first, as Polynomial.coefficients) that minimise the squared
-    error on the table."""
-    matrix = design(model, table.X)
+    error on the table, from powers computed in float64."""
+    matrix = design(model, table.X.double())
     return torch.linalg.lstsq(matrix, table.y.double().unsqueeze(-1), driver="gelsd").solution[:, 0]
 
 
@@ -48,8 +48,8 @@ def against_optimum(model: Polynomial, train: Table, held_out: Table, mse: float
     """The least-squares polynomial of the model's family: its errors, and the model's distance."""
     optimum = least_squares(model, train)
     coefs = model.coefficients()
-    optimum_mse = errors(design(model, train.X) @ optimum, train.y)["mse"]
-    held_out_mse = errors(design(model, held_out.X) @ optimum, held_out.y)["mse"]
+    optimum_mse = errors(design(model, train.X.double()) @ optimum, train.y)["mse"]
+    held_out_mse = errors(design(model, held_out.X.double()) @ optimum, held_out.y)["mse"]
     return {
         "optimum": {"train_set_mse": optimum_mse, "held_out_mse": held_out_mse},
         # (model mse - optimum mse) / optimum mse: 0 is as good as this polynomial family gets
