@@ -32,9 +32,11 @@ install-dev: $(VENV)/.installed-dev ## install, plus the extras and the test too
 
 run: install ## run the pipeline (dvc repro) on params.yaml, tracked in ./mlflow.db
 	dvc repro
+	@echo
+	@polyfit status
 	@echo "Next: make ui     # the runs compared, at http://$(HOST):$(PORT)"
 	@echo "      make serve  # the champion model at $(HOST):$(SERVE_PORT); in another terminal:"
-	@echo "      curl -s -X POST http://$(HOST):$(SERVE_PORT)/invocations -H 'Content-Type: application/json' -d '{\"inputs\": [0.5, 1.0]}'"
+	@echo "      curl -s -X POST http://$(HOST):$(SERVE_PORT)/invocations -H 'Content-Type: application/json' -d '{\"inputs\": [[0.5], [1.0]]}'"
 
 lint: install-dev ## ruff lint and format check
 	ruff check .
@@ -63,7 +65,7 @@ sweep: install ## the optimizer comparison in sweep.sh: polyfit sweep on 2 local
 ui: install ## open the MLflow UI on the comparison of train runs (prints the URL; 127.0.0.1 only)
 	polyfit ui --host $(HOST) --port $(PORT)
 
-serve: install ## serve the champion model: POST {"inputs": [x, ...]} to 127.0.0.1:5001/invocations
+serve: install ## serve the champion model: POST {"inputs": [[x], ...]} to 127.0.0.1:5001/invocations
 	polyfit serve --host $(HOST) --port $(SERVE_PORT)
 
 server: install ## start a tracking server: see "Team setup" in README.md

@@ -23,6 +23,13 @@ def parser() -> argparse.ArgumentParser:
         description="Validate params.yaml; exit 2 with one line naming the first problem. "
         "dvc repro runs it first, so bad params stop the pipeline before DVC deletes outputs.",
     )
+    commands.add_parser(
+        "status",
+        help="say whether dvc repro changed the committed results (dvc.lock, metrics/), and why",
+        description="Compare dvc.lock and metrics/ with HEAD: the same bytes, changes that "
+        "follow your changes to code or params, or another CPU's rounding; with the gate's "
+        "verdict. `make run` ends with it.",
+    )
     _add_gate(commands)
     _add_models(commands)
     _add_servers(commands)

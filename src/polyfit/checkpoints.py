@@ -43,7 +43,13 @@ class Fingerprint(NamedTuple):
 
 def fingerprint(stage: str = "train") -> Fingerprint:
     """What `stage` depends on, read from dvc.yaml, params.yaml and the deps in this folder."""
-    declared = yaml.safe_load(paths.PIPELINE.read_text())["stages"][stage]
+    try:
+        declared = yaml.safe_load(paths.PIPELINE.read_text())["stages"][stage]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise UsageError(
+            f"train.checkpoint_every: checkpoints are named by what {paths.PIPELINE} declares "
+            f"for its stage '{stage}', and it declares none here: set it null"
+        ) from None
     values = yaml.safe_load(paths.PARAMS.read_text())
     params = {}
     for key in declared.get("params", []):

@@ -30,6 +30,7 @@ PROCESS_DEFAULTS = {
 MODULES = {  # command -> the module whose main() runs it
     **{stage: f"stages.{stage}" for stage in STAGES},
     "check": "tools.check",
+    "status": "tools.status",
     "gate": "tools.gate",
     "calibrate": "tools.calibrate",  # `polyfit gate calibrate`
     "predict": "tools.predict",

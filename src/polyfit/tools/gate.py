@@ -113,25 +113,24 @@ def render(verdicts: list[Verdict], params_changed: list[tuple], baseline: str, 
             f"| {v.metric} | {_number(v.baseline)} | {_number(v.current)} "
             f"| {_change(v)} | {v.rule} | {verdict} |"
         )
-    failed = [v.metric for v in verdicts if not v.passed]
-    judged = [v for v in verdicts if v.applicable]
-    skipped = len(verdicts) - len(judged)
-    not_applicable = f" ({skipped} not applicable)" if skipped else ""
-    lines += [
-        "",
-        f"**Result: {len(failed)} regression(s): {', '.join(failed)}**"
-        if failed
-        else f"**Result: all {len(judged)} gated metrics hold{not_applicable}.**",
-        "",
-        "### Params that differ",
-        "",
-    ]
+    lines += ["", f"**Result: {summary(verdicts)}**", "", "### Params that differ", ""]
     if params_changed:
         lines += ["| param | baseline | current |", "|---|---|---|"]
         lines += [f"| {key} | {old} | {new} |" for key, old, new in params_changed]
     else:
         lines.append("None.")
     return "\n".join(lines) + "\n"
+
+
+def summary(verdicts: list[Verdict]) -> str:
+    """'all 5 gated metrics hold.' or '1 regression(s): metrics/eval.json: held_out.mse'."""
+    failed = [v.metric for v in verdicts if not v.passed]
+    if failed:
+        return f"{len(failed)} regression(s): {', '.join(failed)}"
+    judged = [v for v in verdicts if v.applicable]
+    skipped = len(verdicts) - len(judged)
+    not_applicable = f" ({skipped} not applicable)" if skipped else ""
+    return f"all {len(judged)} gated metrics hold{not_applicable}."
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -192,18 +191,23 @@ def params_diff(commit: str) -> list[tuple]:
     ]
 
 
-def main(args) -> None:
-    rules = load_rules(paths.GATE_RULES)
-    commit = resolve(args.baseline)
+def compare(commit: str, label: str) -> list[Verdict]:
+    """Every gated metric of the workspace judged against its value at `commit`."""
     verdicts = []
-    for file, metric_rules in rules.items():
+    for file, metric_rules in load_rules(paths.GATE_RULES).items():
         path = Path(file)
-        baseline = load_metrics(read_at(commit, path), f"{file} at {args.baseline}")
+        baseline = load_metrics(read_at(commit, path), f"{file} at {label}")
         current = load_metrics(path.read_text() if path.exists() else None, f"{file} (workspace)")
         verdicts += [
             judge(f"{file}: {metric}", baseline.get(metric), current.get(metric), rule)
             for metric, rule in metric_rules.items()
         ]
+    return verdicts
+
+
+def main(args) -> None:
+    commit = resolve(args.baseline)
+    verdicts = compare(commit, args.baseline)
     against = f"`{args.baseline}` ({commit[:8]})"
     report = render(verdicts, params_diff(commit), against, this_cpu())
     print(report, end="")
