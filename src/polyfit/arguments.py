@@ -52,18 +52,14 @@ def _add_gate(commands) -> None:
         help="measure how far the gated metrics move when nothing that matters changes",
         description="Train and score params.yaml's pipeline several times, varying only what "
         "should not matter (train.threads and ATen's kernels, and with --seeds train.seed), "
-        "and write each gated metric's tolerance into gate.yaml: MARGIN x its spread.",
+        "record the runs in gate-calibration.json (by machine: calibrate on each kind you run "
+        "CI on) and write each gated metric's tolerance into gate.yaml: MARGIN x its spread.",
     )
     calibrate.add_argument(
         "--seeds", type=int, default=1, help="train.seed values to vary over (default 1: as is)"
     )
     calibrate.add_argument(
         "--margin", type=float, default=2.0, help="tolerance = MARGIN x spread (default 2)"
-    )
-    calibrate.add_argument(
-        "--keep-wider",
-        action="store_true",
-        help="never narrow a tolerance gate.yaml already has (calibrating on several machines)",
     )
 
 

@@ -3,10 +3,14 @@
 It runs the real train and evaluate stages on the workspace's data several times, varying only
 what should not change a verdict: train.threads (1 and 2), the vector kernels ATen may use on
 this CPU (each level down to its scalar kernels, what a CPU without AVX2 would run), and with
---seeds, train.seed. Each gated metric's spread is max - min over the runs of one seed, the
-largest over the seeds; its tolerance is MARGIN x that spread, written into gate.yaml in the
-kind (abs or rel) the rule already has. Each run is a fresh process, in a scratch folder with a
-scratch MLflow store: the workspace, its outputs and its store are not touched.
+--seeds, train.seed. Each run is a fresh process, in a scratch folder with a scratch MLflow
+store: the workspace, its outputs and its store are not touched.
+
+The runs are kept in gate-calibration.json, by machine: calibrating on another machine replaces
+that machine's runs and keeps the others', so the tolerances cover every CPU it ran on. A gated
+metric's spread is max - min over the runs of one seed, on every machine, the largest over the
+seeds; its tolerance is MARGIN x that spread, written into gate.yaml in the kind (abs or rel) the
+rule already has.
 """
 
 import json
@@ -22,6 +26,7 @@ import torch
 import yaml
 
 from polyfit import paths
+from polyfit.cpu import this_cpu
 from polyfit.errors import PolyfitError, UsageError
 from polyfit.params import flatten, load_params
 from polyfit.tools.gate import Rule, load_rules
@@ -29,6 +34,10 @@ from polyfit.tools.gate import Rule, load_rules
 THREADS = (1, 2)
 KERNELS = ("avx512", "avx2", "default")  # ATEN_CPU_CAPABILITY, from the widest
 FLOAT32_EPS = 2.0**-23  # the least a value can move: one float32 rounding
+STAGES = "from polyfit.stages import evaluate, train; train.main(); evaluate.main()"
+
+
+RECORD = Path("gate-calibration.json")
 
 
 def main(args) -> None:
@@ -43,15 +52,44 @@ def main(args) -> None:
     variations = [
         (seed, threads, kernel) for seed in seeds for threads in THREADS for kernel in kernels()
     ]
-    results = {}
-    for number, (seed, threads, kernel) in enumerate(variations, 1):
-        what = f"train.seed {seed}, train.threads {threads}, ATen {kernel}"
-        print(f"calibrate: run {number}/{len(variations)}: {what}", file=sys.stderr, flush=True)
-        results[seed, threads, kernel] = measure(seed, threads, kernel)
-    tolerances = spreads(rules, results, seeds)
-    text = rewrite(paths.GATE_RULES.read_text(), rules, tolerances, args, len(variations))
+    machine = f"{this_cpu()}, ATen {torch.backends.cpu.get_cpu_capability()}"
+    runs = [run for run in load_record() if run["machine"] != machine]  # this machine's anew
+    runs += [run | {"machine": machine} for run in measure_all(variations)]
+    RECORD.write_text(json.dumps({"about": ABOUT, "runs": runs}, indent=1) + "\n")
+    machines = len({run["machine"] for run in runs})
+    text = rewrite(
+        paths.GATE_RULES.read_text(), rules, spreads(rules, runs), args.margin, len(runs), machines
+    )
     paths.GATE_RULES.write_text(text)
     print(text, end="")
+
+
+ABOUT = (
+    "The runs `polyfit gate calibrate` measured, by machine: the metrics of trainings that "
+    "differ only in what should not matter. gate.yaml's tolerances cover their spread."
+)
+
+
+def load_record() -> list[dict]:
+    """The runs gate-calibration.json holds (of every machine calibrated on), or none."""
+    if not RECORD.exists():
+        return []
+    try:
+        return json.loads(RECORD.read_text())["runs"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{RECORD}: not a calibration record ({error}): delete it") from None
+
+
+def measure_all(variations: list[tuple]) -> list[dict]:
+    """One run per (seed, threads, kernels), in order, tracked in one scratch MLflow store."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="polyfit-calibrate-store-") as store:
+        for number, (seed, threads, kernel) in enumerate(variations, 1):
+            what = f"train.seed {seed}, train.threads {threads}, ATen {kernel}"
+            print(f"calibrate: run {number}/{len(variations)}: {what}", file=sys.stderr, flush=True)
+            metrics = measure(seed, threads, kernel, f"sqlite:///{store}/mlflow.db")
+            runs.append({"seed": seed, "threads": threads, "kernels": kernel, "metrics": metrics})
+    return runs
 
 
 def kernels() -> list[str]:
@@ -60,8 +98,9 @@ def kernels() -> list[str]:
     return list(KERNELS[KERNELS.index(native) :]) if native in KERNELS else [native]
 
 
-def measure(seed: int, threads: int, kernel: str) -> dict:
-    """{metrics file: {metric: value}} of one train + evaluate in a scratch folder."""
+def measure(seed: int, threads: int, kernel: str, store: str) -> dict:
+    """{metrics file: {metric: value}} of one train + evaluate in a scratch folder, tracked in
+    the scratch MLflow store `store`."""
     with tempfile.TemporaryDirectory(prefix="polyfit-calibrate-") as scratch:
         folder = Path(scratch)
         raw = yaml.safe_load(paths.PARAMS.read_text())
@@ -71,37 +110,32 @@ def measure(seed: int, threads: int, kernel: str) -> dict:
         for table in (paths.TRAIN_DATA, paths.HELD_OUT_DATA):
             (folder / table).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(table, folder / table)
-        env = os.environ | {
-            "ATEN_CPU_CAPABILITY": kernel,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-        }
-        for stage in ("train", "evaluate"):
-            command = [sys.executable, "-m", "polyfit", stage]
-            done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise PolyfitError(f"{stage} failed under ATen {kernel}: {reason}")
+        env = os.environ | {"ATEN_CPU_CAPABILITY": kernel, "MLFLOW_TRACKING_URI": store}
+        # The stages' own main(), one process a run (ATen reads its setting as torch loads).
+        done = subprocess.run(
+            [sys.executable, "-c", STAGES], cwd=folder, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise PolyfitError(f"training failed under ATen {kernel}: {reason}")
         files = (paths.TRAIN_METRICS, paths.EVAL_METRICS)
         return {str(path): flatten(json.loads((folder / path).read_text())) for path in files}
 
 
-def spreads(rules: dict, results: dict, seeds) -> dict[tuple[str, str], tuple[float, float]]:
+def spreads(rules: dict, runs: list[dict]) -> dict[tuple[str, str], tuple[float, float]]:
     """{(file, metric): (largest spread within a seed, smallest |value|)} for each gated metric
-    the runs produced."""
+    the runs hold."""
     found = {}
     for file, metrics in rules.items():
         for metric in metrics:
-            by_seed = [
-                [
-                    run[file][metric]
-                    for key, run in results.items()
-                    if key[0] == seed and metric in run.get(file, {})
-                ]
-                for seed in seeds
-            ]
-            if all(by_seed):
-                spread = max(max(values) - min(values) for values in by_seed)
-                found[file, metric] = spread, min(abs(v) for values in by_seed for v in values)
+            by_seed: dict[int, list[float]] = {}
+            for run in runs:
+                if (value := run["metrics"].get(file, {}).get(metric)) is not None:
+                    by_seed.setdefault(run["seed"], []).append(value)
+            if by_seed:
+                spread = max(max(values) - min(values) for values in by_seed.values())
+                smallest = min(abs(value) for values in by_seed.values() for value in values)
+                found[file, metric] = spread, smallest
     return found
 
 
@@ -120,26 +154,21 @@ def _round_up(value: float) -> float:
     if value <= 0:
         return 0.0
     scale = 10 ** (math.floor(math.log10(value)) - 1)
-    return math.ceil(value / scale) * scale
+    return round(math.ceil(value / scale - 1e-9) * scale, 12)  # 0.04000000001 stays 0.04
 
 
-def rewrite(text: str, rules: dict, tolerances: dict, args, runs: int) -> str:
-    """gate.yaml with each measured rule's tolerance replaced (or kept, with --keep-wider, when
-    it is already wider), its comments above the rules kept."""
+def rewrite(text: str, rules: dict, measured: dict, margin: float, runs: int, machines: int) -> str:
+    """gate.yaml with each measured rule's tolerance replaced, its comments above the rules
+    kept."""
     header = [line for line in text.splitlines() if line.startswith("#")]
     header = [line for line in header if not line.startswith("# Calibrated")]
-    lines = [
-        *header,
-        f"# Calibrated by `polyfit gate calibrate --margin {args.margin:g}`: {runs} training(s).",
-    ]
+    said = f"{runs} run(s) on {machines} machine(s) ({RECORD})"
+    lines = [*header, f"# Calibrated by `polyfit gate calibrate --margin {margin:g}`: {said}."]
     for file, metrics in rules.items():
         lines.append(f"{file}:")
         for metric, rule in metrics.items():
-            if (file, metric) in tolerances:
-                new = tolerance(rule, *tolerances[file, metric], args.margin)
-                if args.keep_wider and (rule.abs > new.abs or rule.rel > new.rel):
-                    new = rule
-                rule = new
+            if (file, metric) in measured:
+                rule = tolerance(rule, *measured[file, metric], margin)
             lines.append(
                 f"  {metric}: {{better: {rule.better}, abs: {rule.abs:g}, rel: {rule.rel:g}}}"
             )
