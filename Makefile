@@ -71,7 +71,7 @@ serve: install ## serve the champion model: POST {"inputs": [[x], ...]} to 127.0
 server: install ## start a tracking server: see "Team setup" in README.md
 	bash scripts/server.sh
 
-bench: install-dev ## run the benchmarks (~25 min) and write BENCHMARKS.md
+bench: install-dev ## run the benchmarks and write BENCHMARKS.md
 	python benchmarks/run.py --output BENCHMARKS.md
 
 # pip freeze says torch==X+cpu for the CPU wheel; the pin stays torch==X (see requirements.in).

@@ -264,10 +264,10 @@ def one_torch_thread():
 @functools.cache
 def made_store() -> Path:
     """An MLflow SQLite store with its tables made and nothing else, made once per pytest
-    process. Making a store's tables (MLflow's migrations) takes over a second (BENCHMARKS.md,
-    "a new SQLite store"), so scratch projects start with a copy, as a project has one after its
-    first stage; tests of first use (the README's fresh clone, queue workers racing to make it)
-    start with none."""
+    process. Making a store's tables (MLflow's migrations) is the slow part of a store's first
+    use, so scratch projects start with a copy, as a project has one after its first stage;
+    tests of first use (the README's fresh clone, queue workers racing to make it) start with
+    none."""
     from mlflow.tracking import MlflowClient
 
     folder = Path(tempfile.mkdtemp(prefix="polyfit-made-store-"))

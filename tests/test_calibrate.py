@@ -53,9 +53,9 @@ def test_no_spread_still_allows_one_float32_rounding():
 
 def test_gate_yaml_is_rewritten_with_its_comments_and_unmeasured_rules(tmp_path):
     runs = [run_of("A", 0, 1.00, 0.10), run_of("A", 0, 1.02, 0.11)]
-    text = rewrite(HEADER, RULES, spreads(RULES, runs), margin=2.0, runs=2, machines=1)
+    text = rewrite(HEADER, RULES, spreads(RULES, runs), 2.0, "--margin 2: 2 run(s)")
     assert text.startswith(HEADER)
-    assert "# Calibrated by `polyfit gate calibrate --margin 2`: 2 run(s) on 1 machine(s)" in text
+    assert "# Calibrated by `polyfit gate calibrate --margin 2: 2 run(s)` (" in text
     (tmp_path / "gate.yaml").write_text(text)
     rules = load_rules(tmp_path / "gate.yaml")["metrics/eval.json"]
     assert rules["held_out.mse"] == Rule(better="lower", abs=0.0, rel=0.04)

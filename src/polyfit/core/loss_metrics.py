@@ -2,8 +2,8 @@
 
 RMSprop at lr 1e-3 is still circling the optimum at step 2000, so the last loss depends on
 where in a ~50-step cycle training stops, and rounding differences between CPUs move that
-phase: the final loss spreads over 0.9% between code paths. The mean over the last
-TAIL_STEPS steps (about four cycles) spreads over 0.2%, so the gate judges that instead.
+phase. The mean over the last TAIL_STEPS steps (about four cycles) moves several times less
+between CPUs, so the gate judges that instead.
 """
 
 import math

@@ -1,7 +1,7 @@
 """The local path of `polyfit sweep`: DVC's own experiment queue with N workers on this machine.
 
-Each configuration is queued as `dvc exp run --queue --name NAME -S ...` would queue it (in one
-process, ~0.2 s each instead of a DVC start-up each), `dvc queue start -j N` runs them, and the
+Each configuration is queued as `dvc exp run --queue --name NAME -S ...` would queue it (in this
+process, instead of a DVC start-up each), `dvc queue start -j N` runs them, and the
 queue's status is polled until none of ours is queued or running.
 """
 

@@ -57,9 +57,9 @@ def main(args) -> None:
     runs += [run | {"machine": machine} for run in measure_all(variations)]
     RECORD.write_text(json.dumps({"about": ABOUT, "runs": runs}, indent=1) + "\n")
     machines = len({run["machine"] for run in runs})
-    text = rewrite(
-        paths.GATE_RULES.read_text(), rules, spreads(rules, runs), args.margin, len(runs), machines
-    )
+    options = f"--seeds {args.seeds} --margin {args.margin:g}"
+    how = f"{options}: {len(runs)} run(s) on {machines} machine(s)"
+    text = rewrite(paths.GATE_RULES.read_text(), rules, spreads(rules, runs), args.margin, how)
     paths.GATE_RULES.write_text(text)
     print(text, end="")
 
@@ -157,13 +157,12 @@ def _round_up(value: float) -> float:
     return round(math.ceil(value / scale - 1e-9) * scale, 12)  # 0.04000000001 stays 0.04
 
 
-def rewrite(text: str, rules: dict, measured: dict, margin: float, runs: int, machines: int) -> str:
+def rewrite(text: str, rules: dict, measured: dict, margin: float, how: str) -> str:
     """gate.yaml with each measured rule's tolerance replaced, its comments above the rules
-    kept."""
+    kept, and a line that says how it was calibrated."""
     header = [line for line in text.splitlines() if line.startswith("#")]
     header = [line for line in header if not line.startswith("# Calibrated")]
-    said = f"{runs} run(s) on {machines} machine(s) ({RECORD})"
-    lines = [*header, f"# Calibrated by `polyfit gate calibrate --margin {margin:g}`: {said}."]
+    lines = [*header, f"# Calibrated by `polyfit gate calibrate {how}` ({RECORD})."]
     for file, metrics in rules.items():
         lines.append(f"{file}:")
         for metric, rule in metrics.items():

@@ -43,7 +43,7 @@ def make_client(uri: str) -> MlflowClient:
 
 def _quiet_mlflow_logs() -> None:
     """Failures reach the user as polyfit's one line with the root cause: MLflow's own log
-    would add its traceback and the failed SQL (a full disk printed ~200 lines). An explicit
+    would add its traceback and the failed SQL (hundreds of lines for a full disk). An explicit
     MLFLOW_LOGGING_LEVEL still wins, for debugging."""
     if "MLFLOW_LOGGING_LEVEL" not in os.environ:
         for name in ("mlflow", "alembic", "sqlalchemy"):
