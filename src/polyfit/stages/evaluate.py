@@ -13,7 +13,7 @@ from polyfit.core.model import build_model
 from polyfit.core.runtime import configure_torch
 from polyfit.core.scoring import predict, score
 from polyfit.params import Params, flatten, load_params
-from polyfit.tracking import runs, store
+from polyfit.tracking import runs, scores, store
 
 FIT_CURVE_POINTS = 500  # enough to draw the curve; the metrics use every row
 
@@ -29,7 +29,7 @@ def main() -> None:
     curve = fit_curve(model, held_out)
 
     connection = store.connect(params.mlflow.experiment)
-    trained = runs.find_trained_model(*connection, model_sha256)
+    trained = scores.find_trained_model(*connection, model_sha256)
     tags = {
         "data_md5": train_data.md5,
         "held_out_path": str(paths.HELD_OUT_DATA),
@@ -50,7 +50,7 @@ def main() -> None:
             print("note: no LoggedModel in MLflow holds this model file; scores logged here only")
         else:
             train_run = runs.TrackedRun(run.client, trained.source_run_id, run.experiment_id)
-            runs.log_scores(train_run, trained.model_id, scored, metrics)
+            scores.log_scores(train_run, trained.model_id, scored, metrics)
     for key, value in metrics.items():
         print(f"{key} {value:.6g}")
 

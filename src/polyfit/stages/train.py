@@ -18,7 +18,7 @@ from polyfit.core.model import build_model
 from polyfit.core.runtime import configure_torch, device
 from polyfit.params import Params, flatten, load_params
 from polyfit.tracking import model as logged_model
-from polyfit.tracking import registry, runs, store
+from polyfit.tracking import registry, runs, scores, store
 
 
 def main() -> None:
@@ -88,7 +88,7 @@ def main() -> None:
         steps_here = max(len(losses) - first_step, 1)
         timing = {"train_seconds": seconds, "us_per_step": 1e6 * seconds / steps_here}
         run.log_metrics(result | timing, model_id=model_id, dataset=tracked)
-        runs.reuse_scores(run, model_id, model_sha256, data.md5)
+        scores.reuse_scores(run, model_id, model_sha256, data.md5)
         version = registry.register_first(
             run.client, params.mlflow.registered_model, model_id, run.run_id
         )
