@@ -1,123 +1,111 @@
-"""`make bench`: measure the pipeline against its floors and write the report.
+"""`make bench`: measure polyfit side by side with its floors and write BENCHMARKS.md.
 
-Run from the repo root with the venv first on PATH (the Makefile does both):
-    python benchmarks/run.py --output BENCHMARKS.md   # everything, about 15 min on 2 cores
-    python benchmarks/run.py --quick    # 1 repeat, sizes up to 1e6, no sweeps or MKL-mode cost
-    python benchmarks/run.py --only loop
-The report is printed, and written only to the file --output (or --report) names. Scratch
-clones and stores go to a temporary folder, removed at the end.
+    python benchmarks/run.py --output BENCHMARKS.md   # everything: 15-25 min on 2 cores
+    python benchmarks/run.py --quick                  # fewer rounds, small sizes, no sweeps
+    python benchmarks/run.py --only loop              # one section (--quick applies too)
+
+The report is printed, and written to --output if given. Scratch clones and stores go to a
+temporary folder, removed at the end. Run it with the venv's python (the Makefile does).
 """
 
 import argparse
 import datetime
 import os
+import platform
 import shutil
 import sys
 import time
-from pathlib import Path
+from importlib.metadata import version
 
-import machine
-from cold_costs import cold_costs
+from checkpoint_cost import checkpoints
+from common import SCRATCH, Section, run
+from large_data import SIZES, large_data
 from logging_cost import logging_cost
-from overlap import overlap
+from mini_batches import mini_batches
 from pipeline import cold, warm
-from report import render
-from reproducible_mode import reproducible_mode
-from scale import SIZES, scale
-from scale_out import scale_out
-from sweep import sweep
-from timing import SCRATCH
+from sweeps import sweeps
 from training_loop import training_loop
 
-from polyfit.core.runtime import REPRODUCIBLE_MKL
+from polyfit.cpu import this_cpu
 
-SECTIONS = ("cold", "cold-costs", "overlap", "warm", "logging", "loop", "scale", "cnr", "sweep")
-SECTIONS += ("scale-out",)
+# Section -> its measure, given whether the run is --quick; in report order.
+PLAN = {
+    "loop": lambda quick: training_loop(rounds=2 if quick else 8),
+    "cold": lambda quick: cold(rounds=1 if quick else 4),
+    "checkpoints": lambda quick: checkpoints(rounds=2 if quick else 6),
+    "warm": lambda quick: warm(repeats=2 if quick else 5),
+    "logging": lambda quick: logging_cost(rounds=1 if quick else 3),
+    "large-data": lambda quick: large_data(1, SIZES[:2]) if quick else large_data(3, SIZES),
+    "mini-batches": lambda quick: mini_batches(rounds=1 if quick else 3),
+    "sweeps": lambda quick: sweeps(rounds=1, configurations=2) if quick else sweeps(3, 6),
+}
+SLOW = ("sweeps",)  # left out of --quick unless asked for with --only
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Benchmark polyfit and write BENCHMARKS.md.")
-    parser.add_argument(
-        "--quick", action="store_true", help="1 repeat, scale up to 1e6, skip the sweeps"
+def _machine() -> str:
+    """One line: CPU, cores, RAM, OS, versions and the commit measured."""
+    with open("/proc/meminfo") as meminfo:
+        ram = int(meminfo.readline().split()[1]) / 2**20  # MemTotal, kB
+    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "mlflow", "dvc"))
+    commit = run(["git", "rev-parse", "--short", "HEAD"]).output.strip()
+    if run(["git", "status", "--porcelain", "--untracked-files=no"]).output.strip():
+        commit += " + uncommitted changes"
+    return (
+        f"{this_cpu()}, {os.cpu_count()} cores, {ram:.1f} GiB RAM; {platform.system()} "
+        f"{platform.release()}; Python {platform.python_version()}, {versions}; "
+        f"polyfit {commit}"
     )
-    parser.add_argument("--only", choices=SECTIONS, help="run this section only")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=4,
-        help="runs per measure (default 4; cold, overlap and scale: 3)",
-    )
-    parser.add_argument(
-        "--output",
-        "--report",
-        type=Path,
-        metavar="FILE",
-        help="write the report here (make bench: BENCHMARKS.md); without it, only print it",
-    )
-    return parser
 
 
-def _counts(args) -> tuple[int, int]:
-    """(repeats, repeats of cold, overlap and scale, whose rounds take half a minute or more)."""
-    return (1, 1) if args.quick else (args.repeats, min(args.repeats, 3))
+def _table(section: Section) -> list[str]:
+    lines = ["| measure | median | target | verdict |", "|---|---|---|---|"]
+    for row in section.rows:
+        cells = (row.measure, row.value, row.target, row.verdict)
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return lines
 
 
-def _plan(args) -> dict:
-    """Section name -> zero-argument callable, in run order."""
-    repeats, heavy = _counts(args)
-    sizes = SIZES[:-1] if args.quick else SIZES
-    plan = {
-        "cold": lambda: cold(heavy),
-        "cold-costs": lambda: cold_costs(repeats),
-        "overlap": lambda: overlap(heavy),
-        "warm": lambda: warm(repeats),
-        "logging": lambda: logging_cost(repeats),
-        "loop": lambda: training_loop(repeats),
-        "scale": lambda: scale(heavy, sizes),
-        "cnr": lambda: reproducible_mode(heavy),
-        "sweep": sweep,
-        "scale-out": scale_out,
-    }
-    if args.only:
-        return {args.only: plan[args.only]}
-    if args.quick:
-        del plan["sweep"], plan["cnr"], plan["scale-out"]
-    return plan
+def render(header: list[str], sections: list[Section]) -> str:
+    lines = ["# Benchmarks", "", *header]
+    for section in sections:
+        lines += ["", f"## {section.title}", "", *_table(section), ""]
+        lines += [f"- {note}" for note in section.notes]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    args = _parser().parse_args()
-    for name, value in REPRODUCIBLE_MKL.items():  # what `polyfit` sets, for in-process sections
-        os.environ.setdefault(name, value)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, small sizes")
+    parser.add_argument("--only", choices=list(PLAN), help="run this section only")
+    parser.add_argument("--output", metavar="FILE", help="write the report here too")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow in this process
+    names = [args.only] if args.only else [n for n in PLAN if not (args.quick and n in SLOW)]
     started_at = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    load_before, started = machine.load(), time.perf_counter()
-    sections = []
+    load, started, sections = os.getloadavg(), time.perf_counter(), []
     try:
-        for name, measure in _plan(args).items():
+        for name in names:
             print(f"bench: {name} ...", flush=True)
-            load_at_start = machine.load()
-            sections.append(measure())
-            sections[-1].notes.append(
-                f"Load average (1/5/15 min) at the start: {load_at_start}, "
-                f"at the end: {machine.load()}."
-            )
+            sections.append(PLAN[name](args.quick))
             print(f"bench: {name} done at {(time.perf_counter() - started) / 60:.1f} min")
     finally:
         shutil.rmtree(SCRATCH, ignore_errors=True)
-    repeats, heavy = _counts(args)
-    mode = "quick: " if args.quick else ""
-    mode += f"{repeats} repeats, {heavy} for cold, overlap and scale"
-    mode += f", only {args.only}" if args.only else ""
-    facts = machine.describe()
-    run_facts = {
-        "Date": f"{started_at}, took {(time.perf_counter() - started) / 60:.1f} min",
-        "Machine": f"{facts['CPU vendor']} {facts['CPU model']}, {facts['cores']} cores",
-        "Command": f"`python benchmarks/run.py{''.join(' ' + a for a in sys.argv[1:])}` ({mode})",
-        "Load average (1/5/15 min)": f"{load_before} before, {machine.load()} after",
-    }
-    text = render(run_facts, facts, sections)
+    command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
+    header = [
+        f"Written by `{command}` on {started_at} (took {(time.perf_counter() - started) / 60:.0f}"
+        f" min; load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end).",
+        f"Machine: {_machine()}.",
+        "",
+        "A target is a ratio of two figures measured side by side in this run: each round runs "
+        "every variant once, in rotated order, and the ratio is the median of the per-round "
+        "ratios. Seconds differ between machines (by up to 1.5x) and between runs (this VM has "
+        "a slow mode, in which whole processes run ~1.6x slower), so only ratios carry targets. "
+        "Values are medians with the count and range of the samples.",
+    ]
+    text = render(header, sections)
     if args.output:
-        args.output.write_text(text)
+        with open(args.output, "w") as output:
+            output.write(text)
     print(text)
 
 

@@ -40,7 +40,7 @@ def fit(
 
     The losses stay on the device until every log_every steps, when they are read back in one
     wait: then divergence is checked and the last one reported. checkpoint(losses) is called
-    every checkpoint_every steps, with the history up to then.
+    every checkpoint_every steps before the last, with the history up to then.
     """
     losses = list(losses or [])
     loss_function = loss_function or summed_squared_error
@@ -56,7 +56,7 @@ def fit(
             optimizer.step()
         pending.append(loss.detach())
         done = step + 1
-        at_checkpoint = checkpoint_every is not None and done % checkpoint_every == 0
+        at_checkpoint = checkpoint_every and done % checkpoint_every == 0 and done < steps
         if done % log_every == 0 or done == steps or at_checkpoint:
             read = len(losses)
             losses += torch.stack(pending).tolist()

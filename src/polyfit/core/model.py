@@ -29,8 +29,9 @@ class Polynomial(torch.nn.Module):
     def powers(self, X: torch.Tensor) -> torch.Tensor:
         """(N, F) -> (N, F * degree): x1, x1^2, ..., x1^degree, x2, ..., as the seed's
         `x.unsqueeze(-1).pow(p)` for one feature. Full-batch training passes the same X at
-        every step, so the powers of the last X are kept: the seed computes them once, and
-        computing them again every step slows it measurably (BENCHMARKS.md)."""
+        every step, so the powers of the last X are kept (for that tensor object, as long as
+        the model lives; change X in place and they would be stale): the seed computes them
+        once, and computing them again every step slows it measurably (BENCHMARKS.md)."""
         if self._powers_of is None or self._powers_of[0] is not X:
             self._powers_of = (X, X.unsqueeze(-1).pow(self.exponents).flatten(1))
         return self._powers_of[1]

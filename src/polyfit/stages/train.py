@@ -52,9 +52,7 @@ def main() -> None:
             run.log_inputs(tracked, "training")
 
         def checkpoint(losses: list[float]) -> None:
-            state = snapshot(model, optimizer, sampler, losses, run.run_id)
-            checkpoints.save(fingerprint, state)
-            run.log_history("loss", losses)  # the run shows the training so far
+            checkpoints.save(fingerprint, snapshot(model, optimizer, sampler, losses, run.run_id))
 
         started, first_step = time.perf_counter(), len(losses)
         losses = fit(
