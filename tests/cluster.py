@@ -1,12 +1,15 @@
 """Real processes for scale-out tests, all on 127.0.0.1: a moto S3 endpoint, a Dask scheduler,
-`polyfit worker`s in their own clones, and a bare git repository as origin."""
+`polyfit worker`s in their own clones, and a bare git repository as origin; and a sweep's train
+stage caught mid-training, to kill it there."""
 
 import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import BIN, clean_env, dvc, make_project, run
 from servers import free_port, stop_server
@@ -144,3 +147,43 @@ def wait_for_workers(scheduler: str, count: int, timeout: float = 120) -> None:
 
     with Client(scheduler, timeout=30) as client:
         client.wait_for_workers(count, timeout=timeout)
+
+
+def train_process(under: Path, names: set[str], timeout: float = 300) -> tuple[psutil.Process, str]:
+    """A `python -m polyfit train` that DVC runs for one of the experiments `names` in a folder
+    under `under` (a queue's or a worker's temporary copy); (the process, its experiment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline"]):
+            if (process.info["cmdline"] or [])[-3:] != ["-m", "polyfit", "train"]:
+                continue
+            with contextlib.suppress(psutil.Error):
+                name = process.environ().get("DVC_EXP_NAME")
+                if name in names and under in Path(process.cwd()).parents:
+                    return process, name
+        time.sleep(0.05)
+    pytest.fail(f"no train stage of {sorted(names)} ran under {under} within {timeout} s")
+
+
+SLICE = 0.02  # seconds a caught process runs between two looks at it
+
+
+def stop_when(process: psutil.Process, ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Let `process` run in slices of SLICE seconds, stopped (SIGSTOP) while `ready()` is asked
+    after each, until it answers yes: the process is then left stopped, as `ready` saw it. So a
+    test can kill a training between two given points however fast or slow the machine is."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            process.suspend()
+            try:
+                if ready():
+                    return
+                assert time.monotonic() < deadline, f"not ready within {timeout} s"
+            except BaseException:
+                process.resume()  # a failing test leaves no stopped process behind
+                raise
+            process.resume()
+            time.sleep(SLICE)
+    except psutil.NoSuchProcess:
+        pytest.fail(f"{' '.join(process.info['cmdline'])} ended before it was ready to be killed")

@@ -64,7 +64,7 @@ def lock_inputs(lock_text: str | bytes) -> dict:
         name: (
             stage["cmd"],
             stage.get("params"),
-            [d for d in stage["deps"] if d["path"] not in computed],
+            [d for d in stage.get("deps", []) if d["path"] not in computed],
         )
         for name, stage in yaml.safe_load(lock_text)["stages"].items()
     }

@@ -1,5 +1,7 @@
 """What the code imports is declared in pyproject.toml, in the layer it belongs to: the core
-(`pip install .`, what `dvc repro` needs), an extra, or the test tools; and each is pinned."""
+(`pip install .`, what `dvc repro` needs), an extra, or the test tools; and each is pinned.
+Where the code imports: at the top of each module, except in cli.py, which imports a command's
+module only when it runs, so the commands that need neither torch nor MLflow start without them."""
 
 import ast
 import functools
@@ -11,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, packages_distributions, req
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, table_params, write_params
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 EXTRAS = sorted(PROJECT["optional-dependencies"])
@@ -93,7 +95,9 @@ def test_the_sweeps_import_only_the_core_and_the_cluster_extra(folder):
 
 
 def test_tests_and_benchmarks_declare_what_they_import():
+    """Whatever files tests/ and benchmarks/ hold: each package they import is declared."""
     used = imported_packages(*python_files("tests"), *python_files("benchmarks"))
+    assert {"pytest", "torch"} <= used  # the scan reads the files
     assert undeclared(used, EXTRAS) == {}
 
 
@@ -104,6 +108,26 @@ def test_every_declared_dependency_is_pinned_core_in_requirements_txt():
     assert declared(*EXTRAS) - set(core) - set(dev) == set()
     assert set(core) & set(dev) == set()
     assert core["torch"] == "2.13.0"  # a looser pin pulls a multi-GB CUDA build
+
+
+# The core's portability layer: the SQLite store's first-use lock (filelock), available memory
+# and live processes (psutil), and the served model's input frames (pandas).
+PORTABILITY = ("filelock", "psutil", "pandas")
+
+
+@pytest.mark.parametrize("name", PORTABILITY)
+def test_the_portability_dependencies_are_core_declared_pinned_and_used(name):
+    assert name in declared()  # `pip install .` brings it, no extra needed
+    assert name in pins("requirements.txt")
+    assert name in pins_of("requirements.in")  # `make lock` keeps it in the core
+    src = imported_packages(*python_files("src", skip=tuple(SRC_EXTRAS)))
+    assert name in src, f"{name} is declared but src/ outside the sweeps does not import it"
+
+
+def pins_of(requirements_in: str) -> set[str]:
+    """The names a hand-written requirements file asks for."""
+    lines = (REPO / requirements_in).read_text().splitlines()
+    return {name_of(line) for line in lines if line.strip() and not line.startswith(("#", "-"))}
 
 
 def test_requirements_txt_holds_no_extra_that_the_core_does_not_pull_in():
@@ -146,6 +170,80 @@ def test_dask_commands_without_the_extra_name_it_in_one_line(args, tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"polyfit {args[0]}: error: Dask is not installed: install the cluster extra "
+        f"polyfit {args[0]}: error: distributed is not installed: install the cluster extra "
         "(pip install -e '.[cluster]')"
     ]
+
+
+# --- where the code imports ---
+
+
+def deferred_imports(path: Path) -> list[str]:
+    """The import statements of a module that are not at its top level (inside a function, a
+    class or a conditional), as 'line: statement'."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    return [
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top
+    ]
+
+
+# The one deferral besides cli.py, and why: a local sweep must run without the cluster extra, so
+# sweep/command.py imports the Dask path (sweep/cluster.py imports distributed) for a Dask sweep
+# only.
+OPTIONAL_EXTRA = {"src/polyfit/sweep/command.py": ["from polyfit.sweep import cluster"]}
+
+
+def test_only_cli_py_defers_imports():
+    found = {
+        str(path.relative_to(REPO)): [line.split(": ", 1)[1] for line in deferred_imports(path)]
+        for path in python_files("src")
+    }
+    deferring = {path: imports for path, imports in found.items() if imports}
+    assert deferring.pop("src/polyfit/cli.py")  # a command's module, when it runs
+    assert deferring == OPTIONAL_EXTRA
+    cluster = imported_packages(REPO / "src/polyfit/sweep/cluster.py")
+    assert undeclared(cluster, []) == {"distributed": {"distributed"}}  # an extra, not the core
+
+
+def write_gate_repo(folder: Path) -> None:
+    """params.yaml, gate.yaml and a metrics file committed to git: what `polyfit gate` reads."""
+    write_params(folder, table_params())
+    (folder / "gate.yaml").write_text("metrics/m.json:\n  loss: {better: lower, abs: 0, rel: 0}\n")
+    (folder / "metrics").mkdir()
+    (folder / "metrics" / "m.json").write_text('{"loss": 1.0}\n')
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "gate"]):
+        subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
+
+
+def imported_by(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run `python -m polyfit ARGS`; (its result, the top-level modules the process imported)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "polyfit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return done, {line.split("|")[-1].strip().split(".")[0] for line in lines}
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code"),
+    [(["--help"], 0), (["check"], 0), (["gate"], 0), (["train"], 2)],
+    ids=["help", "check", "gate", "stage-with-bad-params"],
+)
+def test_commands_that_need_no_model_start_without_torch_or_mlflow(args, exit_code, tmp_path):
+    """`polyfit --help`, `check` and `gate` never load torch or MLflow (seconds of imports), nor
+    does a stage that refuses its params."""
+    write_gate_repo(tmp_path)
+    if args == ["train"]:
+        params = (tmp_path / "params.yaml").read_text()
+        (tmp_path / "params.yaml").write_text(params.replace("lr: 0.01", "lr: '0.01'"))
+    done, imported = imported_by(args, tmp_path)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    assert {"polyfit", "argparse"} <= imported  # the import log was read
+    assert not imported & {"torch", "mlflow"}, sorted(imported & {"torch", "mlflow"})

@@ -1,23 +1,21 @@
-"""`polyfit gate`: regressions fail with a readable report; usage errors exit 2."""
+"""`polyfit gate`: regressions fail with a readable report; usage errors exit 2.
+
+The rules and the verdicts on synthetic metrics in a scratch git repo of their own; then a real
+regression: metrics of a training on the machinery tests' table, committed, against those of the
+same pipeline with far fewer steps."""
 
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import default_params, make_project, polyfit, run, small_params, write_params
+import yaml
+from conftest import REPO, polyfit, prepare_stage_dir, table_params, write_params
 
-from polyfit.core.data import TARGET_FUNCTIONS, make_dataset
-from polyfit.core.fit import build_optimizer, fit, make_loss
-from polyfit.core.loss_metrics import train_metrics
-from polyfit.core.model import Polynomial
-from polyfit.core.runtime import configure_torch
-from polyfit.core.scoring import score
-from polyfit.params import flatten, validate_params
-from polyfit.tools.gate import Rule, judge
-from polyfit.tracking.provenance import cpu_description
+from polyfit.cpu import cpu_description, this_cpu
+from polyfit.tools.gate import Rule, judge, render
 
 LOWER = Rule(better="lower", abs=0.0, rel=0.25)
 
@@ -34,6 +32,9 @@ LOWER = Rule(better="lower", abs=0.0, rel=0.25)
         (1.0, math.nan, False),
         (math.nan, 1.0, False),
         (1.0, "1.0", False),  # not a number
+        (1.0, True, False),  # JSON true is no number either
+        (-2.0, -1.5, True),  # the tolerance scales with |baseline|
+        (-2.0, -1.4, False),
     ],
 )
 def test_judge_lower_is_better(baseline, current, passed):
@@ -43,94 +44,193 @@ def test_judge_lower_is_better(baseline, current, passed):
 def test_judge_higher_is_better_with_absolute_tolerance():
     rule = Rule(better="higher", abs=0.1, rel=0.0)
     assert judge("m", 1.0, 0.95, rule).passed
+    assert judge("m", 1.0, 7.0, rule).passed
     verdict = judge("m", 1.0, 0.8, rule)
     assert not verdict.passed and verdict.note == "worse by 0.2, allowed 0.1"
 
 
-def edit_metrics(project, file: str, **changes):
-    path = project / "metrics" / file
-    metrics = json.loads(path.read_text()) | changes
-    path.write_text(json.dumps(metrics))
+def test_judge_says_which_side_is_unusable():
+    assert judge("m", None, 1.0, LOWER).note == "missing on the baseline side"
+    assert judge("m", 1.0, math.nan, LOWER).note == "NaN on the current side"
+    assert judge("m", "x", 1.0, LOWER).note == "not a number ('x') on the baseline side"
 
 
-def test_unchanged_metrics_pass_and_report_is_written(project):
-    done = polyfit("gate", "--report", "report.md", cwd=project)
+def test_render_counts_regressions_and_not_applicable_metrics():
+    verdicts = [
+        judge("a.json: x", 1.0, 1.1, LOWER),
+        judge("a.json: y", None, None, LOWER),
+        judge("b.json: z", 1.0, 2.0, LOWER),
+    ]
+    report = render(verdicts, [("train.lr", 0.1, 0.2)], "`HEAD` (abc)", "Some CPU (Vendor)")
+    assert report.startswith("## polyfit gate: workspace vs `HEAD` (abc)\n")
+    assert "Gate run on **Some CPU (Vendor)**" in report
+    assert "| a.json: x | 1 | 1.1 | +0.1 (+10.00%) | lower is better" in report
+    assert "| a.json: y | — | — | — |" in report
+    assert "| not applicable: missing on both sides |" in report
+    assert "**Result: 1 regression(s): b.json: z**" in report
+    assert report.endswith(
+        "| param | baseline | current |\n|---|---|---|\n| train.lr | 0.1 | 0.2 |\n"
+    )
+    passing = render(verdicts[:2], [], "HEAD", "cpu")
+    assert "**Result: all 1 gated metrics hold (1 not applicable).**" in passing
+    assert passing.endswith("### Params that differ\n\nNone.\n")
+
+
+# --- the command, on a scratch repo of synthetic metrics ---
+
+RULES = {
+    "metrics/eval.json": {
+        "held_out.mse": {"better": "lower", "abs": 0.0, "rel": 0.1},
+        "accuracy": {"better": "higher", "abs": 0.02, "rel": 0.0},
+    },
+    "metrics/train.json": {"tail_mean_loss": {"better": "lower", "abs": 0.0, "rel": 0.1}},
+}
+METRICS = {
+    "eval.json": {"held_out.mse": 0.5, "accuracy": 0.9, "reported.only": 3.0},
+    "train.json": {"tail_mean_loss": 2.0, "steps": 100},
+}
+PARAMS = {"train": {"lr": 0.01, "steps": 100}, "model": {"width": 8}}
+
+
+def git(folder: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def commit_all(folder: Path, message: str = "baseline") -> None:
+    git(folder, "add", "-A")
+    git(folder, "commit", "-qm", message)
+
+
+def write_metrics(folder: Path, file: str, metrics: dict) -> None:
+    path = folder / "metrics" / file
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(metrics))  # json writes NaN, as a broken run might
+
+
+def edit_metrics(folder: Path, file: str, **changes) -> None:
+    path = folder / "metrics" / file
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A git repo whose HEAD holds gate.yaml, params.yaml and the metrics of a baseline."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(RULES))
+    write_params(tmp_path, PARAMS)
+    for file, metrics in METRICS.items():
+        write_metrics(tmp_path, file, metrics)
+    commit_all(tmp_path)
+    return tmp_path
+
+
+def test_unchanged_metrics_pass_and_the_report_is_written(repo):
+    done = polyfit("gate", "--report", "report.md", cwd=repo)
     assert done.returncode == 0, done.stdout + done.stderr
-    report = (project / "report.md").read_text()
+    report = (repo / "report.md").read_text()
     assert report == done.stdout
+    head = git(repo, "rev-parse", "HEAD")[:8]
+    assert report.startswith(f"## polyfit gate: workspace vs `HEAD` ({head})\n")
     assert "| metric | baseline | current | change | rule | verdict |" in report
-    assert "all 5 gated metrics hold" in report
+    assert "| metrics/eval.json: accuracy | 0.9 | 0.9 | +0 (+0.00%) |" in report
+    assert "**Result: all 3 gated metrics hold.**" in report
+    assert "reported.only" not in report  # only what gate.yaml names is judged
+    assert report.endswith("### Params that differ\n\nNone.\n")
 
 
-def test_the_report_names_the_cpu_the_gate_ran_on(project):
+def test_the_report_names_the_cpu_the_gate_ran_on(repo):
     """In CI the gate runs where the metrics were reproduced: the report says which CPU."""
-    done = polyfit("gate", cwd=project)
+    done = polyfit("gate", cwd=repo)
+    assert f"Gate run on **{this_cpu()}**" in done.stdout
     cpu = cpu_description()
-    assert f"Gate run on **{cpu['model']} ({cpu['vendor']})**" in done.stdout
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "vendor_id" in cpuinfo.read_text():  # x86 Linux, as in CI
         vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo.read_text(), re.MULTILINE)
         assert cpu["vendor"] == vendor.group(1) and cpu["model"] in cpuinfo.read_text()
 
 
-def test_change_within_tolerance_passes(project):
-    mse = json.loads((project / "metrics/eval.json").read_text())["train_set.mse"]
-    edit_metrics(project, "eval.json", **{"train_set.mse": mse * 1.005})
-    assert polyfit("gate", cwd=project).returncode == 0
-
-
-def test_regression_fails_and_names_the_metric(project):
-    mse = json.loads((project / "metrics/eval.json").read_text())["train_set.mse"]
-    edit_metrics(project, "eval.json", **{"train_set.mse": mse * 2})
-    done = polyfit("gate", cwd=project)
-    assert done.returncode == 1
-    assert "1 regression(s): metrics/eval.json: train_set.mse" in done.stdout
-    assert "**FAIL**" in done.stdout
+def test_changes_within_tolerance_pass(repo):
+    edit_metrics(repo, "eval.json", **{"held_out.mse": 0.5 * 1.09, "accuracy": 0.89})
+    edit_metrics(repo, "train.json", tail_mean_loss=1.0, steps=7)  # better; steps not gated
+    done = polyfit("gate", cwd=repo)
+    assert done.returncode == 0, done.stdout
 
 
 @pytest.mark.parametrize(
-    ("value", "why"), [(None, "missing"), (math.nan, "NaN"), ("0.01", "not a number ('0.01')")]
+    ("file", "change", "metric"),
+    [
+        ("eval.json", {"held_out.mse": 0.56}, "metrics/eval.json: held_out.mse"),
+        ("eval.json", {"accuracy": 0.87}, "metrics/eval.json: accuracy"),  # higher is better
+        ("train.json", {"tail_mean_loss": 2.5}, "metrics/train.json: tail_mean_loss"),
+    ],
 )
-def test_missing_nan_or_text_metric_fails(project, value, why):
-    path = project / "metrics/eval.json"
-    metrics = json.loads(path.read_text())
+def test_a_regression_fails_and_names_the_metric(repo, file, change, metric):
+    edit_metrics(repo, file, **change)
+    done = polyfit("gate", cwd=repo)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"**Result: 1 regression(s): {metric}**" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith(f"| {metric} |"))
+    assert "| **FAIL**: worse by " in row
+
+
+@pytest.mark.parametrize(
+    ("value", "why"), [(None, "missing"), (math.nan, "NaN"), ("0.5", "not a number ('0.5')")]
+)
+@pytest.mark.parametrize("side", ["current", "baseline"])
+def test_a_missing_nan_or_text_metric_fails_on_either_side(repo, value, why, side):
+    metrics = dict(METRICS["eval.json"])
     if value is None:
-        del metrics["gap_to_optimum"]
+        del metrics["held_out.mse"]
     else:
-        metrics["gap_to_optimum"] = value
-    path.write_text(json.dumps(metrics))  # json writes NaN, as a broken run might
-    done = polyfit("gate", cwd=project)
+        metrics["held_out.mse"] = value
+    write_metrics(repo, "eval.json", metrics)
+    if side == "baseline":
+        commit_all(repo, "a broken baseline")
+        write_metrics(repo, "eval.json", METRICS["eval.json"])
+    done = polyfit("gate", cwd=repo)
     assert done.returncode == 1
-    assert f"**FAIL**: {why} on the current side |" in done.stdout
+    assert f"| **FAIL**: {why} on the {side} side |" in done.stdout
 
 
-def test_a_report_it_cannot_write_is_a_usage_error(project):
+def test_the_params_that_differ_are_listed_with_both_values(repo):
+    params = {"train": {"lr": 0.02, "steps": 100, "batch_size": 16}, "model": {}}
+    write_params(repo, params)
+    done = polyfit("gate", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr  # params alone are no regression
+    table = done.stdout.split("### Params that differ\n\n")[1]
+    assert table.splitlines() == [
+        "| param | baseline | current |",
+        "|---|---|---|",
+        "| model.width | 8 | — |",
+        "| train.batch_size | — | 16 |",
+        "| train.lr | 0.01 | 0.02 |",
+    ]
+
+
+def test_a_report_it_cannot_write_is_a_usage_error(repo):
     """Exit 2, not 1: a CI job would read 1 as a regression."""
-    done = polyfit("gate", "--report", "absent/report.md", cwd=project)
+    done = polyfit("gate", "--report", "absent/report.md", cwd=repo)
     assert done.returncode == 2
     assert (
         done.stderr == "polyfit gate: error: --report absent/report.md: No such file or directory\n"
     )
 
 
-@pytest.mark.slow
-def test_a_worse_model_fails_the_gate_and_shows_the_params_that_differ(project):
-    """A real reproduction with far fewer steps: the model is worse, CI must say so."""
-    write_params(project, small_params(steps=100))
-    repro = run(["dvc", "repro"], project)
-    assert repro.returncode == 0, repro.stdout + repro.stderr
-    done = polyfit("gate", "--baseline", "HEAD", cwd=project)
-    assert done.returncode == 1
-    assert "metrics/train.json: tail_mean_loss" in done.stdout.split("Result:")[1]
-    assert "| train.steps | 2000 | 100 |" in done.stdout
-
-
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        (lambda p: None, "unknown git revision 'no-such-rev'"),
-        (lambda p: (p / "metrics/eval.json").unlink(), "metrics/eval.json (workspace): metrics"),
+        (lambda p: None, "polyfit gate: error: unknown git revision 'no-such-rev'"),
+        (
+            lambda p: (p / "metrics/eval.json").unlink(),
+            "polyfit gate: error: metrics/eval.json (workspace): metrics file not found",
+        ),
+        (
+            lambda p: (p / "metrics/train.json").write_text("[1, 2"),
+            "polyfit gate: error: metrics/train.json (workspace): not a JSON object of metrics",
+        ),
         (lambda p: (p / "gate.yaml").write_text("metrics/eval.json: [1, 2"), "malformed YAML"),
+        (lambda p: (p / "gate.yaml").unlink(), "polyfit gate: error: gate.yaml: cannot read"),
         (
             lambda p: (p / "gate.yaml").write_text("metrics/eval.json:\n  mse: {better: up}\n"),
             "gate.yaml: metrics/eval.json: mse.better: Input should be 'lower' or 'higher'",
@@ -139,96 +239,83 @@ def test_a_worse_model_fails_the_gate_and_shows_the_params_that_differ(project):
             lambda p: (p / "gate.yaml").write_text(
                 "metrics/eval.json:\n  mse: {better: lower, abs: 0, rell: 0.1}\n"
             ),
-            "gate.yaml: metrics/eval.json: mse.rell: unknown key; did you mean 'rel'?\n",
+            "gate.yaml: metrics/eval.json: mse.rell: unknown key; did you mean 'rel'?",
         ),
         (
             lambda p: (p / "gate.yaml").write_text(
                 "metrics/nope.json:\n  mse: {better: lower, abs: 0, rel: 0}\n"
             ),
-            "metrics/nope.json at",
+            "polyfit gate: error: metrics/nope.json at HEAD: metrics file not found",
         ),
     ],
+    ids=[
+        "revision",
+        "no-workspace-metrics",
+        "bad-json",
+        "malformed-rules",
+        "no-rules",
+        "bad-rule",
+        "misspelt-rule-key",
+        "file-not-at-baseline",
+    ],
 )
-def test_usage_errors_exit_2_with_one_line(project, setup, message):
-    setup(project)
+def test_usage_errors_exit_2_with_one_line(repo, setup, message):
+    setup(repo)
     revision = "no-such-rev" if "revision" in message else "HEAD"
-    done = polyfit("gate", "--baseline", revision, cwd=project)
-    assert done.returncode == 2, done.stdout + done.stderr
+    done = polyfit("gate", "--baseline", revision, cwd=repo)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert message in done.stderr
 
 
-# --- gate.yaml's tolerances against real training: other rounding passes, regressions fail ---
+# --- a real regression: the pipeline on the table, with far fewer steps ---
 
 
-def l1_loss(prediction, target):
-    return torch.nn.functional.l1_loss(prediction, target, reduction="sum")
+def train_and_evaluate(folder: Path, params: dict) -> None:
+    """The train and evaluate stages in this process, as `dvc repro` runs them after generate."""
+    from polyfit.stages import evaluate, train
+
+    write_params(folder, params)
+    train.main()
+    evaluate.main()
 
 
-def shifted_target_loss(prediction, target):  # an off-by-one: each x paired with its neighbour's y
-    return torch.nn.functional.mse_loss(prediction, target.roll(1), reduction="sum")
-
-
-def trained_metrics(steps=2000, lr=1e-3, gradient="autograd", loss=None) -> dict:
-    """{file: metrics} as the train and evaluate stages compute them, on the default params."""
-    params = validate_params(default_params())
-    data, train = params.data, params.train
-    x, y = make_dataset(**data.model_dump())
-    configure_torch(train.threads, train.seed)
-    model = Polynomial(params.model.degree)
-    optimizer = build_optimizer("RMSprop", model.parameters(), lr, train.optimizer_options())
-    if loss is None:
-        objective = make_loss(gradient, model, x, y)
-    else:  # the seed's step with another loss function
-        inputs = model.features(x)  # (N, degree), once, as make_loss does
-        objective = lambda: loss(model.from_features(inputs), y)  # noqa: E731
-
-    history = fit(objective, optimizer, steps, train.log_every, train.divergence_factor)
-    grid_x = torch.linspace(data.x_min, data.x_max, params.evaluate.grid_points)
-    grid_y = TARGET_FUNCTIONS[data.target](grid_x.double())
-    scores = score(model, x, y, grid=(grid_x, grid_y))
-    return {"train.json": train_metrics(history), "eval.json": flatten(scores)}
+def use_stage_folder(folder: Path, monkeypatch) -> None:
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
-def baseline_project(tmp_path_factory):
-    """A scratch repo whose HEAD holds the metrics of the default training, made here."""
-    project = make_project(tmp_path_factory.mktemp("gate") / "project", store=False)  # no MLflow
-    for file, metrics in trained_metrics().items():
-        (project / "metrics" / file).write_text(json.dumps(metrics))
-    run(["git", "commit", "-qam", "baseline metrics"], project)
-    return project
+def trained_baseline(tmp_path_factory):
+    """A git repo whose HEAD holds the repo's gate.yaml and the metrics of the pipeline on the
+    table, made here by the stages; returns (folder, its params)."""
+    from polyfit.stages import generate
+
+    folder = tmp_path_factory.mktemp("gate-baseline")
+    params = table_params()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        prepare_stage_dir(folder, monkeypatch, params)
+        (folder / "gate.yaml").write_text((REPO / "gate.yaml").read_text())
+        (folder / ".gitignore").write_text("mlflow.db\nmlflow.db.lock\nmlartifacts/\n")
+        generate.main()
+        train_and_evaluate(folder, params)
+        git(folder, "init", "-q", "-b", "main")
+        commit_all(folder, "baseline metrics")
+    return folder, params
 
 
-def gate_against_baseline(project, metrics: dict):
-    for file, values in metrics.items():
-        (project / "metrics" / file).write_text(json.dumps(values))
-    return polyfit("gate", "--baseline", "HEAD", cwd=project)
-
-
-def test_the_same_training_with_other_rounding_passes(baseline_project):
-    """gram sums in float64: other rounding, so RMSprop circles out of phase, as on another CPU."""
-    other = trained_metrics(gradient="gram")
-    done = gate_against_baseline(baseline_project, other)
-    assert done.returncode == 0, done.stdout
-    baseline = json.loads(run(["git", "show", "HEAD:metrics/eval.json"], baseline_project).stdout)
-    assert other["eval.json"]["train_set.mse"] != baseline["train_set.mse"]  # not a no-op
-
-
-@pytest.mark.parametrize(
-    ("change", "failing"),
-    [
-        ({"steps": 1500}, ["metrics/eval.json: coef_max_abs_diff", "train.json: tail_mean_loss"]),
-        ({"lr": 2e-3}, ["metrics/eval.json: train_set.mse", "train.json: tail_mean_loss"]),
-        ({"lr": 5e-4}, ["metrics/eval.json: train_set.mse", "train.json: tail_mean_loss"]),
-        ({"loss": l1_loss}, ["metrics/eval.json: gap_to_optimum", "train.json: tail_mean_loss"]),
-        ({"loss": shifted_target_loss}, ["metrics/eval.json: coef_max_abs_diff"]),
-    ],
-    ids=["fewer-steps", "lr-too-high", "lr-too-low", "l1-loss", "target-off-by-one"],
-)
-def test_a_real_regression_fails_the_gate(baseline_project, change, failing):
-    done = gate_against_baseline(baseline_project, trained_metrics(**change))
-    assert done.returncode == 1, done.stdout
-    verdict = done.stdout.split("regression(s): ")[1].splitlines()[0]
-    for metric in failing:
-        assert metric in verdict
+def test_a_training_with_far_fewer_steps_fails_the_gate(trained_baseline, monkeypatch):
+    folder, params = trained_baseline
+    use_stage_folder(folder, monkeypatch)
+    steps = params["train"]["steps"]
+    fewer = table_params(steps=steps // 10)
+    try:
+        train_and_evaluate(folder, fewer)
+        done = polyfit("gate", "--baseline", "HEAD", cwd=folder)
+    finally:
+        git(folder, "checkout", "-q", ".")  # the committed metrics and params, for other tests
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = done.stdout.split("regression(s): ")[1].split("**")[0].split(", ")
+    rows = {line.split(" | ")[0][2:]: line for line in done.stdout.splitlines() if " | " in line}
+    assert failed and all("| **FAIL**: worse by " in rows[metric] for metric in failed), failed
+    assert f"| train.steps | {steps} | {steps // 10} |" in done.stdout

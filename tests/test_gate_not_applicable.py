@@ -1,16 +1,27 @@
-"""`polyfit gate` with metrics a model does not have: a gated metric missing on both sides
-(the polynomial-only metrics, for a model of your own) is reported as not applicable, not
-failed; missing on one side still fails."""
+"""`polyfit gate` with metrics a model does not have: gate.yaml may gate metrics that only some
+models produce (the polynomial's distance from its optimum, say, for a model of your own). One
+missing on both sides is reported as not applicable, not failed; missing on one side still
+fails. On synthetic metrics in a scratch git repo."""
 
 import json
 import subprocess
+from pathlib import Path
 
+import pytest
+import yaml
 from conftest import polyfit
 
 from polyfit.tools.gate import Rule, judge
 
 LOWER = Rule(better="lower", abs=0.0, rel=0.25)
-POLYNOMIAL_ONLY = ("gap_to_optimum", "coef_max_abs_diff")  # gated in gate.yaml
+ONLY_SOME_MODELS = ("distance_to_optimum", "coef_error")  # gated, absent for this model
+RULES = {
+    "metrics/eval.json": {
+        "held_out.mse": {"better": "lower", "abs": 0.0, "rel": 0.1},
+        **{name: {"better": "lower", "abs": 0.01, "rel": 0.0} for name in ONLY_SOME_MODELS},
+    }
+}
+METRICS = {"held_out.mse": 0.5, "train_set.mse": 0.4}
 
 
 def test_missing_on_both_sides_is_not_applicable_and_passes():
@@ -25,44 +36,56 @@ def test_missing_on_one_side_still_fails():
         assert not verdict.passed and verdict.applicable
 
 
-def drop_metrics(project, names) -> None:
-    path = project / "metrics/eval.json"
-    metrics = {k: v for k, v in json.loads(path.read_text()).items() if k not in names}
-    path.write_text(json.dumps(metrics))
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
 
 
-def commit(project) -> None:
-    for args in (["add", "-A"], ["commit", "-qm", "a model without coefficients"]):
-        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+def write_metrics(folder: Path, metrics: dict) -> None:
+    (folder / "metrics" / "eval.json").write_text(json.dumps(metrics))
 
 
-def test_gate_reports_metrics_missing_on_both_sides_and_passes(project):
-    drop_metrics(project, POLYNOMIAL_ONLY)
-    commit(project)
-    done = polyfit("gate", cwd=project)
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """HEAD: gate.yaml gating metrics this model's baseline lacks, and that baseline."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(RULES))
+    (tmp_path / "params.yaml").write_text("model: {width: 8}\n")
+    (tmp_path / "metrics").mkdir()
+    write_metrics(tmp_path, METRICS)
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "a model without an optimum")
+    return tmp_path
+
+
+def test_gate_reports_metrics_missing_on_both_sides_and_passes(repo):
+    done = polyfit("gate", cwd=repo)
     assert done.returncode == 0, done.stdout + done.stderr
-    for name in POLYNOMIAL_ONLY:
+    for name in ONLY_SOME_MODELS:
         row = next(
             line for line in done.stdout.splitlines() if f"| metrics/eval.json: {name} |" in line
         )
         assert row.endswith("| not applicable: missing on both sides |"), row
-    assert "all 3 gated metrics hold (2 not applicable)." in done.stdout
+    assert "all 1 gated metrics hold (2 not applicable)." in done.stdout
 
 
-def test_a_judged_metric_still_fails_beside_not_applicable_ones(project):
-    drop_metrics(project, POLYNOMIAL_ONLY)
-    commit(project)
-    path = project / "metrics/eval.json"
-    metrics = json.loads(path.read_text())
-    path.write_text(json.dumps(metrics | {"train_set.mse": metrics["train_set.mse"] * 2}))
-    done = polyfit("gate", cwd=project)
+def test_a_judged_metric_still_fails_beside_not_applicable_ones(repo):
+    write_metrics(repo, METRICS | {"held_out.mse": METRICS["held_out.mse"] * 2})
+    done = polyfit("gate", cwd=repo)
     assert done.returncode == 1
-    assert "1 regression(s): metrics/eval.json: train_set.mse" in done.stdout
+    assert "**Result: 1 regression(s): metrics/eval.json: held_out.mse**" in done.stdout
+    assert done.stdout.count("| not applicable: missing on both sides |") == 2
 
 
-def test_missing_on_the_current_side_only_still_fails(project):
-    drop_metrics(project, ("gap_to_optimum",))  # the baseline (HEAD) still has it
-    done = polyfit("gate", cwd=project)
+@pytest.mark.parametrize("side", ["current", "baseline"])
+def test_missing_on_one_side_only_still_fails(repo, side):
+    """A model that starts or stops producing a gated metric is a change the gate reports."""
+    with_it = METRICS | {"distance_to_optimum": 0.1}
+    write_metrics(repo, with_it)
+    if side == "current":  # the baseline has it, the workspace not
+        git(repo, "commit", "-qam", "a model with an optimum")
+        write_metrics(repo, METRICS)
+    done = polyfit("gate", cwd=repo)
     assert done.returncode == 1
-    assert "missing on the current side" in done.stdout
-    assert "not applicable" not in done.stdout
+    assert f"| **FAIL**: missing on the {side} side |" in done.stdout
+    assert "1 regression(s): metrics/eval.json: distance_to_optimum" in done.stdout
+    assert done.stdout.count("| not applicable: missing on both sides |") == 1  # coef_error

@@ -1,6 +1,8 @@
 """A sweep across machines on loopback: `dask scheduler`, two `polyfit worker`s in their own
-clones, a bare git origin, moto S3 as both the DVC remote and the MLflow server's artifact store.
-One worker is killed mid-sweep; afterwards git, MLflow and S3 agree on every experiment.
+clones sharing a checkpoint folder (POLYFIT_CHECKPOINTS), a bare git origin, moto S3 as both the
+DVC remote and the MLflow server's artifact store. One worker is killed mid-training; Dask runs
+its configuration again on the other, which resumes from the lost worker's checkpoint in the same
+MLflow run; afterwards git, MLflow and S3 agree on every experiment.
 """
 
 import contextlib
@@ -9,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -25,16 +26,21 @@ from cluster import (
     origin_with_project,
     polyfit_worker,
     s3_keys,
+    stop_when,
+    train_process,
     wait_for_workers,
 )
-from conftest import clean_env, dvc, mlflow_client, runs_of, small_params
+from conftest import clean_env, dvc, mlflow_client, runs_of, table_params
 from servers import mlflow_server
 
+from polyfit import files
 from polyfit.sweep.grid import experiment_name
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "scale-out"
 GOOD = [["train.lr=0.001"], ["train.lr=0.002"]]  # one per worker: both train at once
+# A worker is killed between a checkpoint and the end of a training.
+STEPS, CHECKPOINT_EVERY = 2000, 100
 DIVERGES = ["train.optimizer=SGD", "train.lr=1.0"]
 SWEEP_ARGS = [
     "--name",
@@ -49,31 +55,35 @@ SWEEP_ARGS = [
 ]
 
 
-def kill_a_worker_mid_run(url: str, workers: dict, names: set, sweep) -> tuple[str, Path]:
-    """SIGKILL the worker (its whole process group) whose clone is training one of `names`."""
+def kill_a_worker_mid_training(
+    shared: Path, url: str, workers: dict, names: set
+) -> tuple[str, Path, str]:
+    """SIGKILL the worker (its whole process group) that trains one of `names`, once that
+    training has saved a checkpoint in the `shared` folder and before it ends; (the name, the
+    clone, the id of the MLflow run the training had open)."""
     client = mlflow_client(url)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and sweep.poll() is None:
-        for run in _running_train_runs(client):
-            name, pid = run.data.tags.get("dvc_exp"), int(run.data.tags["pid"])
-            with contextlib.suppress(OSError):
-                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))  # clone/.dvc/tmp/exps/tmp...
-                clone = next(c for c in workers if c in cwd.parents)
-                if name in names:
-                    os.killpg(workers[clone].pid, signal.SIGKILL)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)  # were it in a group of its own
-                    return name, clone
-        time.sleep(0.2)
-    pytest.fail("no train run of the sweep was seen running on a worker")
+    process, name = train_process(next(iter(workers)).parent, names)
+    clone = next(c for c in workers if c in Path(process.cwd()).parents)
+    run_id = []
 
+    def checkpointed() -> bool:
+        if not run_id:  # the run this process opened, once it has
+            query = f"tags.pid = '{process.pid}' and attributes.status = 'RUNNING'"
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            found = client.search_runs([experiment.experiment_id], query) if experiment else []
+            run_id.extend(run.info.run_id for run in found)
+        for path in shared.glob("train-*.pt"):  # the configurations' (written atomically)
+            saved = files.load_saved(path, path.read_bytes())
+            if run_id and saved["run_id"] == run_id[0]:
+                assert saved["step"] < STEPS, "caught after the training's end"
+                return True
+        return False
 
-def _running_train_runs(client) -> list:
-    found = client.get_experiment_by_name(EXPERIMENT)
-    if found is None:
-        return []
-    query = "tags.stage = 'train' and attributes.status = 'RUNNING'"
-    return client.search_runs([found.experiment_id], query)
+    stop_when(process, checkpointed)
+    os.killpg(workers[clone].pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)  # were it in a group of its own
+    return name, clone, run_id[0]
 
 
 def check_fresh_clone(origin: Path, folder: Path, name: str, train_run, url: str) -> None:
@@ -100,8 +110,9 @@ def check_fresh_clone(origin: Path, folder: Path, name: str, train_run, url: str
 def test_sweep_across_two_workers_survives_losing_one(tmp_path):
     names = {experiment_name("e2e", c) for c in GOOD}
     diverged = experiment_name("e2e", DIVERGES)
-    params = small_params()
+    params = table_params(steps=STEPS, checkpoint_every=CHECKPOINT_EVERY)
     params["mlflow"]["experiment"] = EXPERIMENT
+    shared = tmp_path / "checkpoints"  # on several machines: a shared mount
     with contextlib.ExitStack() as stack:
         s3 = stack.enter_context(moto_s3(tmp_path))
         (tmp_path / "server").mkdir()
@@ -116,7 +127,7 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
         project = origin_with_project(tmp_path, params, s3)
         origin = tmp_path / "origin.git"
         scheduler, scheduler_process = stack.enter_context(dask_scheduler(tmp_path))
-        worker_env = clean_env(MLFLOW_TRACKING_URI=url, **AWS_ENV)
+        worker_env = clean_env(MLFLOW_TRACKING_URI=url, POLYFIT_CHECKPOINTS=str(shared), **AWS_ENV)
         clones = [tmp_path / "worker-a", tmp_path / "worker-b"]
         workers = {
             clone: stack.enter_context(polyfit_worker(origin, clone, scheduler, worker_env))
@@ -135,7 +146,8 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
                 stderr=err,
             )
             stack.callback(lambda: sweep.poll() is None and sweep.kill())
-            killed_name, killed_clone = kill_a_worker_mid_run(url, workers, names, sweep)
+            killed = kill_a_worker_mid_training(shared, url, workers, names)
+            killed_name, killed_clone, killed_run = killed
             returncode = sweep.wait(timeout=900)
         stdout, stderr = (tmp_path / "sweep.out").read_text(), (tmp_path / "sweep.err").read_text()
         survivor = next(c for c in clones if c != killed_clone)
@@ -158,7 +170,11 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
         refs = git(["for-each-ref", "--format=%(refname)", "refs/exps"], origin).split()
         assert sorted(ref.rsplit("/", 1)[1] for ref in refs) == sorted(names)
 
-        # MLflow: one FINISHED train run each; the lost attempt KILLED with the reason.
+        # MLflow: one FINISHED train run each, the lost attempt's too: the survivor marked it
+        # KILLED with the reason, then its train stage resumed from the lost worker's checkpoint
+        # and carried on in that run, as the survivor's log says.
+        survivor_log = (tmp_path / f"{survivor.name}.log").read_text()
+        assert f"{killed_name}: resuming from step " in survivor_log, survivor_log[-3000:]
         train_runs = runs_of(url, EXPERIMENT, "train")
         assert not [r for r in runs_of(url, EXPERIMENT) if r.info.status == "RUNNING"]
         finished = {}
@@ -167,10 +183,18 @@ def test_sweep_across_two_workers_survives_losing_one(tmp_path):
                 assert run.data.tags["dvc_exp"] not in finished, "a configuration ran twice"
                 finished[run.data.tags["dvc_exp"]] = run
         assert set(finished) == names
-        lost = [r for r in train_runs if r.info.status == "KILLED"]
-        assert [r.data.tags["dvc_exp"] for r in lost] == [killed_name]
-        reason = lost[0].data.tags["failure_reason"]
+        assert [r.data.tags["dvc_exp"] for r in train_runs if r.info.status == "KILLED"] == []
+        continued = finished[killed_name]
+        assert continued.info.run_id == killed_run  # the lost training's own run
+        assert "failure_reason" not in continued.data.tags  # it finished, in the end
+        reason = continued.data.tags["interrupted"]  # the record of the lost attempt
         assert "lost" in reason and str(survivor) in reason
+        client = mlflow_client(url)
+        for run in finished.values():
+            history = client.get_metric_history(run.info.run_id, "loss")
+            assert sorted(point.step for point in history) == list(range(STEPS))  # each once
+        assert not list(shared.glob("*.pt"))  # removed once trained
+        assert not [c for c in clones if list(c.glob("checkpoints/*.pt"))]  # all in the shared one
 
         # S3 holds the MLflow artifacts; git + the DVC remote give back every model.
         keys = s3_keys(s3, "mlflow/")

@@ -92,7 +92,7 @@ def check_divergence(losses: list[float], factor: float, since: int = 0) -> None
     for step in range(max(since, 0), len(losses)):
         loss = losses[step]
         if not math.isfinite(loss):
-            cause = "train.lr too large?" if step else "the data or model.degree too large?"
+            cause = "train.lr too large?" if step else "the data or the model's output too large?"
             raise DivergedError(f"loss became non-finite at step {step} ({cause})")
         if loss > factor * losses[0]:
             raise DivergedError(

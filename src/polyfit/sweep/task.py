@@ -70,6 +70,9 @@ def _run_and_push(commit: str, name: str, overrides: list[str], clone: str) -> s
         env = venv_first(os.environ)
         done = subprocess.run(command, cwd=clone, capture_output=True, text=True, env=env)
         output = done.stdout + done.stderr
+        for line in output.splitlines():  # the train stage's word on its checkpoint, if any
+            if line.startswith(("resuming from step", "not resuming from")):
+                log.info("%s: %s", name, line)
         log.info(
             "%s: %s: exit %d, %s", name, " ".join(command[:3]), done.returncode, error_line(output)
         )

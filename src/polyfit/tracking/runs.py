@@ -194,6 +194,9 @@ def _reopen(client, run_id: str, experiment_id: str) -> str | None:
         return None
     if run.info.status != "RUNNING":  # e.g. marked KILLED by `polyfit runs cleanup`
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    if reason := run.data.tags.get("failure_reason"):  # that attempt's end is not the run's
+        client.set_tag(run_id, "interrupted", reason)
+        client.delete_tag(run_id, "failure_reason")
     return run_id
 
 
