@@ -1,5 +1,8 @@
-"""Helpers for the failure tests: stage folders, snapshots and child processes to interrupt."""
+"""Helpers for the failure tests: stage folders on the table, snapshots, `polyfit` in this
+process, child processes to interrupt, and small tmpfs mounts to fill."""
 
+import contextlib
+import errno
 import os
 import re
 import signal
@@ -9,9 +12,22 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import clean_env, copy_made_store, mlflow_client, write_params
+import pytest
+import yaml
+from conftest import (
+    TABLE,
+    TABLE_FEATURES,
+    clean_env,
+    copy_made_store,
+    mlflow_client,
+    table_params,
+    write_params,
+    write_table,
+)
 
-from polyfit import files, paths
+from polyfit import cli, files, paths
+from polyfit.core.data import from_csv
+from polyfit.core.model import build_model
 from polyfit.tracking.store import _store_lock
 
 LOSS_LINE = re.compile(r"^\d+ \S+$")  # what train prints every log_every steps: "step loss"
@@ -19,19 +35,68 @@ LOSS_LINE = re.compile(r"^\d+ \S+$")  # what train prints every log_every steps:
 NOT_OUTPUTS = {"mlflow.db", "mlflow.db.lock", "stderr.txt"}
 
 
-def stage_folder(folder: Path, params: dict, store: bool = True) -> Path:
-    """A folder stages can run in: project marker, params, data/dataset.pt built in-process and,
-    unless `store` is False, a copy of made_store() as its MLflow store."""
-    from polyfit.core.data import make_dataset
-
+def stage_folder(
+    folder: Path, params: dict | None = None, store: bool = True, table_seed: int = 0
+) -> Path:
+    """A folder stages can run in: project marker, params (default table_params()), the table
+    and generate's data/train.pt and data/held_out.pt built in-process from it and, unless
+    `store` is False, a copy of made_store() as its MLflow store."""
+    params = params or table_params()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     write_params(folder, params)
-    x, y = make_dataset(**params["data"])
-    files.write_atomic(folder / paths.DATASET, files.tensors_to_bytes({"x": x, "y": y}))
+    write_table(folder / TABLE, seed=table_seed)
+    csv = params["data"]["csv"] | {"path": str(folder / params["data"]["csv"]["path"])}
+    for path, table in zip((paths.TRAIN_DATA, paths.HELD_OUT_DATA), from_csv(**csv), strict=True):
+        files.write_atomic(folder / path, files.table_bytes(table))
     if store:
         copy_made_store(folder)
     return folder
+
+
+def repo_model(params: dict | None = None):
+    """The model params' model block describes (the repo's own by default), for the table."""
+    return build_model((params or table_params())["model"], len(TABLE_FEATURES))
+
+
+def write_model(folder: Path, params: dict | None = None) -> None:
+    """A valid models/model.pt: the freshly built model's state_dict."""
+    files.write_atomic(folder / paths.MODEL, files.to_bytes(repo_model(params).state_dict()))
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str, read_only: bool = False):
+    """A tmpfs of `size` mounted on `folder` for the block, unmounted afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the file system is full; return it (delete it to free space)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler
+
+
+def store_of(folder: Path) -> str:
+    """The URI of <folder>/mlflow.db."""
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def store_env(folder: Path, **extra: str) -> dict:
@@ -46,6 +111,25 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name not in NOT_OUTPUTS and "mlartifacts" not in path.parts
     }
+
+
+def recorded(project: Path) -> dict:
+    """What dvc.lock records of the stages that write outputs: `check` records its params
+    whenever they pass, also in a `dvc repro` that fails or is interrupted after it."""
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {name: stage for name, stage in stages.items() if name != "check"}
+
+
+def command(capsys, *args: str) -> tuple[int, str, str]:
+    """`polyfit ARGS` in this process, as cli.main runs it: (exit code, stdout, stderr)."""
+    code = 0
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 class Child:

@@ -1,144 +1,183 @@
-"""MLflow-native records: the trained model is a LoggedModel that loads and serves, registry
-versions point at it (the first is champion), every run names the dataset it read, evaluate nests
-under its train run; serve and predict say what to do when a model is missing, and stay quiet."""
+"""The trained model as MLflow serves it: a LoggedModel with a typed signature and pinned
+requirements that loads with pickles refused, serves (`polyfit serve`: rows by position or named
+columns in any order, refusals with a 400 and the reason) and predicts the same numbers as the
+DVC output; every registered version loads with the code it was trained with, whatever the code
+is now; serve and predict say what to do when a model is missing, and stay quiet.
+
+The project is built in this process on the machinery tests' table (generate, train, evaluate);
+the servers, and a second architecture's training, are real processes."""
 
 import contextlib
+import json
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
+import mlflow
 import pytest
 import requests
 import torch
-import yaml
 from conftest import (
+    REPO,
+    TABLE_FEATURES,
     clean_env,
-    make_project,
     mlflow_client,
     polyfit,
-    run,
+    prepare_stage_dir,
     runs_of,
-    small_params,
-    stage_client,
+    table_params,
     venv_off_path,
+    write_params,
 )
 from servers import free_port, stop_server
 
-from polyfit import paths
+from polyfit import cli, files, paths
+from polyfit.core.model import build_model
+from polyfit.stages import evaluate, generate, train
 
-pytestmark = pytest.mark.slow
+PARAMS = table_params()
+NAME = PARAMS["mlflow"]["registered_model"]
+CHAMPION = f"models:/{NAME}@champion"
+# Rows of (u, v), exact in float32: every way in computes the same float32 predictions.
+ROWS = [[-1.0, 0.5], [-0.25, -0.75], [0.0, 0.0], [0.5, 0.125], [0.875, -1.0]]
 
-XS = [-3.0, -1.25, 0.0, 0.5, 2.75]
-CHAMPION = "models:/polyfit-cubic@champion"
+
+@contextlib.contextmanager
+def in_folder(folder: Path, monkeypatch, prepare: bool = False):
+    """Stages and commands in this process, in `folder` with its store; MLflow's process-wide
+    URIs, which they set, put back afterwards."""
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        if prepare:
+            prepare_stage_dir(folder, monkeypatch)
+        else:
+            monkeypatch.chdir(folder)
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # load_model sets it
+        yield folder
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    """`dvc repro` on short training, nothing else: (project, store URI, env)."""
-    project = make_project(tmp_path_factory.mktemp("models") / "project", small_params())
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    env = clean_env(MLFLOW_TRACKING_URI=uri)
-    done = run(["dvc", "repro"], project, env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    # Logging the model runs it on the input example: no warning, no MLflow log line.
-    assert "arning" not in done.stdout + done.stderr and " INFO " not in done.stderr
-    return project, uri, env
+def project(tmp_path_factory) -> Path:
+    """generate, train and evaluate on the table, in this process: the first model is version 1
+    and champion."""
+    folder = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as monkeypatch, in_folder(folder, monkeypatch, True):
+        for stage in (generate, train, evaluate):
+            stage.main()
+    return folder
 
 
-def stage_runs(uri: str) -> dict:
-    return {run.data.tags["stage"]: run for run in runs_of(uri)}
+def store(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
 
 
-def test_train_logs_a_logged_model_of_the_dvc_output(reproduced, tmp_path):
-    project, uri, _ = reproduced
-    client = mlflow_client(uri)
-    train = stage_runs(uri)["train"]
-    model = client.get_logged_model(train.data.tags["model_id"])
-    assert model.source_run_id == train.info.run_id
-    assert str(model.status) in ("READY", "LoggedModelStatus.READY")
-    files = {info.path for info in client.list_logged_model_artifacts(model.model_id)}
-    assert {"MLmodel", "serving.py", "requirements.txt", "input_example.json"} <= files
-    assert not [name for name in files if name.endswith((".pkl", ".pickle"))]
-    import mlflow
-
-    state_dict = mlflow.artifacts.download_artifacts(
-        f"{model.artifact_location}/artifacts/model.pt", dst_path=str(tmp_path), tracking_uri=uri
-    )
-    with open(state_dict, "rb") as logged_bytes:
-        assert logged_bytes.read() == (project / paths.MODEL).read_bytes()
-    requirements = (project / "requirements.txt").read_text()
-    logged = mlflow.artifacts.download_artifacts(
-        f"{model.artifact_location}/requirements.txt", dst_path=str(tmp_path), tracking_uri=uri
-    )
-    with open(logged) as pins:  # pinned explicitly, and as the project pins them
-        logged_pins = pins.read().split()
-    assert len(logged_pins) == 2
-    for pin in logged_pins:
-        assert pin.split("==")[0] in ("torch", "mlflow") and pin.split("[")[0] in requirements
+def env_of(project: Path) -> dict:
+    return clean_env(MLFLOW_TRACKING_URI=store(project))
 
 
-def test_registry_version_is_the_logged_model_and_the_first_is_champion(reproduced):
-    project, uri, env = reproduced
-    client = mlflow_client(uri)
-    train = stage_runs(uri)["train"]
-    version = client.get_model_version_by_alias("polyfit-cubic", "champion")  # no promote ran
-    assert str(version.version) == train.data.tags["registered_version"] == "1"
-    assert version.source == f"models:/{train.data.tags['model_id']}"
-    assert version.run_id == train.info.run_id
-    promoted = polyfit("promote", cwd=project, env=env)  # the best is the champion already
-    assert promoted.returncode == 0, promoted.stderr
-    assert promoted.stdout.startswith("polyfit-cubic version 1 stays champion: ")
-    assert "the lowest of 1 scored version(s)" in promoted.stdout
+@pytest.fixture
+def here(project, monkeypatch):
+    """The project as this process's working folder and store."""
+    with in_folder(project, monkeypatch):
+        yield project
 
 
-def test_the_logged_model_declares_its_types(reproduced, tmp_path):
-    """A signature (shown in the UI), typed from the input example: a list of doubles in,
-    a list of doubles out."""
-    import mlflow
+def command(capsys, *args: str) -> tuple[int, str, str]:
+    """`polyfit ARGS` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = 0
+    try:
+        cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_run(project: Path):
+    (found,) = runs_of(store(project), stage="train")
+    return found
+
+
+def expected(project: Path, rows=ROWS) -> list[float]:
+    """What the DVC output models/model.pt predicts, through the repo's own model code."""
+    model = build_model(PARAMS["model"], len(TABLE_FEATURES))
+    files.load_weights(project / paths.MODEL, model)
+    with torch.no_grad():
+        return model(torch.tensor(rows)).tolist()
+
+
+def write_rows(path: Path, columns=TABLE_FEATURES, rows=ROWS) -> Path:
+    path.write_text("\n".join(",".join(map(str, line)) for line in [columns, *rows]) + "\n")
+    return path
+
+
+def predictions(output: str) -> list[float]:
+    """The prediction column of predict's CSV."""
+    return [float(line.split(",")[-1]) for line in output.splitlines()[1:]]
+
+
+def test_the_logged_model_declares_its_types_and_pins_its_requirements(project, tmp_path):
+    """A signature (shown in the UI): one double column per feature in, a double out; torch and
+    mlflow pinned as the project pins them, so MLflow infers nothing in a subprocess."""
     from mlflow.models import Model
 
-    _, uri, _ = reproduced
-    train = stage_runs(uri)["train"]
-    model = mlflow_client(uri).get_logged_model(train.data.tags["model_id"])
-    description = mlflow.artifacts.download_artifacts(
-        f"{model.artifact_location}/MLmodel", dst_path=str(tmp_path), tracking_uri=uri
+    logged = mlflow_client(store(project)).get_logged_model(
+        train_run(project).data.tags["model_id"]
     )
-    signature = Model.load(description).signature
-    assert signature is not None
-    assert signature.inputs.to_dict() == [{"type": "double", "required": True}]
-    assert signature.outputs.to_dict() == [{"type": "double", "required": True}]
+
+    def download(name: str) -> Path:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                f"{logged.artifact_location}/{name}",
+                dst_path=str(tmp_path),
+                tracking_uri=store(project),
+            )
+        )
+
+    signature = Model.load(download("MLmodel")).signature
+    column = {"type": "double", "required": True}
+    assert signature.inputs.to_dict() == [column] * len(TABLE_FEATURES)
+    assert signature.outputs.to_dict() == [column]
+    pins = download("requirements.txt").read_text().split()
+    project_pins = (REPO / "requirements.txt").read_text().split()
+    assert sorted(pin.split("==")[0] for pin in pins) == ["mlflow", "torch"]
+    assert all(pin in project_pins for pin in pins), pins
 
 
-def by_hand(state_dict: dict, xs: list[float]) -> list[float]:
-    """a + b x + c x^2 + d x^3 from the saved coefficients, in float64."""
-    (b, c, d) = state_dict["linear.weight"][0].double().tolist()
-    a = state_dict["linear.bias"].item()
-    return [a + b * x + c * x**2 + d * x**3 for x in xs]
-
-
-def load_in_fresh_process(env: dict) -> list[float]:
-    """mlflow.pyfunc.load_model(champion).predict(XS) in a new interpreter, pickles refused;
-    MLflow has nothing to warn about."""
+def load_in_fresh_process(uris: list[str], env: dict) -> dict[str, list[float]]:
+    """mlflow.pyfunc.load_model(uri).predict(ROWS as a DataFrame) for each uri, all in one new
+    interpreter with pickles refused; MLflow has nothing to warn about."""
     script = textwrap.dedent(
         f"""
+        import json
         import mlflow.pyfunc
-        print(mlflow.pyfunc.load_model({CHAMPION!r}).predict({XS!r}))
+        import pandas as pd
+        rows = pd.DataFrame({ROWS!r}, columns={TABLE_FEATURES!r})
+        models = {{uri: mlflow.pyfunc.load_model(uri) for uri in {uris!r}}}
+        print(json.dumps({{uri: model.predict(rows) for uri, model in models.items()}}))
         """
     )
     safe = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     done = subprocess.run([sys.executable, "-c", script], env=safe, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    return yaml.safe_load(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager
-def served(project, env: dict, folder, *options: str):
+def served(project: Path, env: dict, log: Path, *options: str):
     """`polyfit serve` (`make serve`: mlflow models serve of the champion, --env-manager local)
-    on a free 127.0.0.1 port; yields its URL and log (stdout and stderr)."""
+    on a free 127.0.0.1 port; yields its URL."""
     port = free_port()
-    log = folder / "serve.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
             [sys.executable, "-m", "polyfit", "serve", "--port", str(port), *options],
@@ -157,154 +196,306 @@ def served(project, env: dict, folder, *options: str):
                 if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
+        else:
+            pytest.fail(f"polyfit serve did not answer in 120 s:\n{log.read_text()[-3000:]}")
         assert f"serving {CHAMPION} at {url}/invocations" in log.read_text()
-        yield url, log
+        yield url
     finally:
         stop_server(server)
 
 
-def printed(done) -> list[float]:
-    assert done.returncode == 0, done.stderr
-    return [float(line.split()[1]) for line in done.stdout.splitlines()]
+class Server:
+    def __init__(self, url: str, log: Path):
+        self.url, self.log = url, log
+
+    def post(self, body: dict) -> requests.Response:
+        return requests.post(f"{self.url}/invocations", json=body, timeout=60)
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """The block's requests add nothing to the server's log, which says where it serves: no
+        INFO or access log lines, download bar or library warnings."""
+        assert self.log.read_text().startswith(f"serving {CHAMPION} at {self.url}/invocations\n")
+        before = len(self.log.read_text())
+        yield
+        assert self.log.read_text()[before:] == ""
 
 
-def test_champion_loads_serves_and_predicts_the_same_numbers(reproduced, tmp_path):
-    project, _, env = reproduced
-    state_dict = torch.load(project / paths.MODEL, weights_only=True)
-    expected = by_hand(state_dict, XS)
-
-    loaded = load_in_fresh_process(env)
-    with served(project, venv_off_path(env), tmp_path) as (url, log):
-        answer = requests.post(f"{url}/invocations", json={"inputs": XS}, timeout=60)
-        columns = {"columns": ["x"], "data": [[x] for x in XS]}  # the README's other format
-        split = requests.post(f"{url}/invocations", json={"dataframe_split": columns}, timeout=60)
-        unusable = requests.post(f"{url}/invocations", json={"inputs": [0.5, 1e39]}, timeout=60)
-        # The URL line only: no INFO or access log, download bar or library warnings.
+@pytest.fixture(scope="module")
+def server(project, tmp_path_factory):
+    """One `polyfit serve` of the champion for the module, from a shell without the venv on
+    PATH (`.venv/bin/polyfit serve`)."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with served(project, venv_off_path(env_of(project)), log) as url:
+        # Started quietly: the URL line only, no INFO lines, startup banner or warnings.
         assert log.read_text() == f"serving {CHAMPION} at {url}/invocations\n"
+        yield Server(url, log)
+
+
+def split(columns: list[str], rows: list[list]) -> dict:
+    return {"dataframe_split": {"columns": columns, "data": rows}}
+
+
+@pytest.mark.slow
+def test_champion_loads_serves_and_predicts_the_same_numbers(here, server, tmp_path, capsys):
+    """One model, every way in, the same float32 predictions as the DVC output through the
+    repo's model code."""
+    wanted = expected(here)
+    with server.quiet():
+        by_rows = server.post({"inputs": ROWS})
+        by_columns = server.post(split(TABLE_FEATURES, ROWS))
+    assert by_rows.status_code == 200, by_rows.text
+    assert by_columns.status_code == 200, by_columns.text
+    assert by_rows.json()["predictions"] == by_columns.json()["predictions"] == wanted
+
+    assert load_in_fresh_process([CHAMPION], env_of(here)) == {CHAMPION: wanted}
+    rows = str(write_rows(tmp_path / "rows.csv"))
+    done = polyfit("predict", "--model", CHAMPION, "--csv", rows, cwd=here, env=env_of(here))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert predictions(done.stdout) == wanted
+    local = command(capsys, "predict", "--csv", rows)  # models/model.pt, without MLflow
+    assert local == (0, done.stdout, "")
+
+
+@pytest.mark.slow
+def test_serving_takes_the_named_columns_in_any_order(project, server):
+    reordered = [list(reversed(row)) for row in ROWS]
+    with server.quiet():
+        answer = server.post(split(list(reversed(TABLE_FEATURES)), reordered))
     assert answer.status_code == 200, answer.text
-    serving = answer.json()["predictions"]
-    assert split.json()["predictions"] == serving
-    assert unusable.status_code == 400  # not a nan prediction
-    assert "x: 1e+39 is not a finite float32 number" in unusable.json()["message"]
-    predicted = polyfit("predict", "--model", CHAMPION, "--x", *map(str, XS), cwd=project, env=env)
-    assert predicted.stderr == ""
-    command = printed(predicted)
-    dvc_output = printed(polyfit("predict", "--x", *map(str, XS), cwd=project, env=env))
-
-    assert loaded == serving == command == dvc_output  # one model, four ways in: same float32s
-    assert loaded == pytest.approx(expected, rel=1e-6, abs=1e-6)  # float32 against float64
+    assert answer.json()["predictions"] == expected(project)
 
 
-def test_predict_takes_any_model_uri(reproduced):
-    project, uri, env = reproduced
-    train = stage_runs(uri)["train"]
-    uris = [f"runs:/{train.info.run_id}/model", f"models:/{train.data.tags['model_id']}"]
-    results = [
-        printed(polyfit("predict", "--model", u, "--x", "0.5", cwd=project, env=env)) for u in uris
+WIDTH = len(TABLE_FEATURES)
+REFUSED = {  # a request the model cannot answer -> what the 400's message says
+    "other column": (
+        split([TABLE_FEATURES[0], "w"], ROWS),
+        re.escape(f"expected the columns {TABLE_FEATURES}, got {[TABLE_FEATURES[0], 'w']}"),
+    ),
+    "extra column": (
+        split([*TABLE_FEATURES, "w"], [[*row, 1.0] for row in ROWS]),
+        re.escape(f"expected the columns {TABLE_FEATURES}, got {[*TABLE_FEATURES, 'w']}"),
+    ),
+    "missing column": (
+        split(TABLE_FEATURES[:1], [row[:1] for row in ROWS]),
+        # MLflow's signature check answers first, with its own words
+        rf"(expected the columns .* got|declares {WIDTH} inputs +but the provided value only)",
+    ),
+    "wide rows": (
+        {"inputs": [[*row, 1.0] for row in ROWS]},
+        rf"expected rows of {WIDTH} value\(s\), got shape \({len(ROWS)}, {WIDTH + 1}\)",
+    ),
+    "narrow rows": (
+        {"inputs": [row[:1] for row in ROWS]},
+        rf"(expected rows of {WIDTH} value\(s\)|declares {WIDTH} inputs +but the provided value)",
+    ),
+    "beyond float32": (
+        {"inputs": [[0.5, 1e39]]},
+        r"1e\+39 is not a finite float32 number",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "reason"), REFUSED.values(), ids=REFUSED.keys())
+def test_serving_refuses_what_the_model_cannot_answer_with_the_reason(server, body, reason):
+    """A 400 that says why, never a prediction from other columns or a nan."""
+    answer = server.post(body)
+    assert answer.status_code == 400, answer.text
+    assert re.search(reason, answer.json()["message"]), answer.json()["message"]
+
+
+def test_predict_takes_any_model_uri(here, capsys, tmp_path):
+    trained = train_run(here)
+    uris = [
+        f"runs:/{trained.info.run_id}/model",
+        f"models:/{trained.data.tags['model_id']}",
+        f"models:/{NAME}/1",
+        CHAMPION,
     ]
-    assert results[0] == results[1]
+    rows = str(
+        write_rows(tmp_path / "rows.csv", list(reversed(TABLE_FEATURES)), [r[::-1] for r in ROWS])
+    )
+    for uri in uris:
+        code, out, err = command(capsys, "predict", "--csv", rows, "--model", uri)
+        assert (code, err) == (0, "")
+        assert predictions(out) == expected(here), uri
 
 
-def test_serve_verbose_shows_the_servers_logs(reproduced, tmp_path):
-    project, _, env = reproduced
-    with served(project, env, tmp_path, "--verbose") as (_, log):
-        shown = log.read_text()
+def test_promote_keeps_the_only_model_as_champion(here, capsys):
+    scored = train_run(here).data.metrics["eval.held_out.mse"]
+    code, out, err = command(capsys, "promote")
+    assert (code, err) == (0, "")
+    assert out == (
+        f"{NAME} version 1 stays champion: eval.held_out.mse {scored:.6g}, the best of 1 "
+        "model(s) trained and scored on the current data\n"
+    )
+
+
+@pytest.mark.slow
+def test_serve_verbose_shows_the_servers_logs(project, tmp_path):
+    with served(project, env_of(project), tmp_path / "serve.log", "--verbose"):
+        shown = (tmp_path / "serve.log").read_text()
     assert "INFO mlflow" in shown and "Uvicorn running on" in shown
 
 
 MISSING = {  # a URI that names nothing in the store -> what the one line says
-    "version": ("models:/polyfit-cubic/99", "'polyfit-cubic' has no version 99; the newest is 1"),
+    "version": (f"models:/{NAME}/99", f"'{NAME}' has no version 99; the newest is 1"),
     "model": ("models:/other@champion", "no registered model 'other' in sqlite:///"),
-    "alias": ("models:/polyfit-cubic@best", "'polyfit-cubic' has no alias 'best'"),
+    "alias": (f"models:/{NAME}@best", f"'{NAME}' has no alias 'best'"),
     "run": ("runs:/0123456789abcdef0123456789abcdef/model", "no run 0123456789abcdef"),
     "logged model": ("models:/m-0123456789abcdef0123456789abcdef", "not found in sqlite:///"),
 }
 
 
-def says_what_to_do(done, command: str, uri: str, expected: str) -> None:
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.startswith(f"polyfit {command}: error: {uri}: "), done.stderr
-    assert expected in done.stderr and done.stderr.count("\n") == 1, done.stderr
-    assert done.stdout == ""  # no URL printed: serve checked before starting a server
+def says_what_to_do(code: int, out: str, err: str, command: str, uri: str, expected: str):
+    assert code == 2, out + err
+    assert err.startswith(f"polyfit {command}: error: {uri}: "), err
+    assert expected in err and err.count("\n") == 1, err
+    assert out == ""  # no URL printed: serve checked before starting a server
 
 
 @pytest.mark.parametrize(("uri", "expected"), MISSING.values(), ids=MISSING.keys())
-def test_a_missing_model_is_named_with_what_to_do(reproduced, uri, expected, monkeypatch):
-    """What serve and predict check before starting anything (tracking.model.resolve), run in
-    this process; the commands print it as their one line (the tests below)."""
-    from polyfit.errors import UsageError
-    from polyfit.tracking.model import resolve
-
-    _, store_uri, _ = reproduced
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
-    with stage_client(store_uri) as client, pytest.raises(UsageError) as refused:
-        resolve(client, uri)
-    assert str(refused.value).startswith(f"{uri}: ") and expected in str(refused.value)
+def test_a_missing_model_is_named_with_what_to_do(here, uri, expected, capsys, tmp_path):
+    """What predict (and serve) check before loading anything (tracking.model.resolve)."""
+    rows = str(write_rows(tmp_path / "rows.csv"))
+    code, out, err = command(capsys, "predict", "--csv", rows, "--model", uri)
+    says_what_to_do(code, out, err, "predict", uri, expected)
 
 
-def test_serve_refuses_a_missing_model_in_one_line(reproduced):
-    project, _, env = reproduced
+@pytest.mark.slow
+def test_serve_refuses_a_missing_model_in_one_line(project):
     uri, expected = MISSING["version"]
     port = str(free_port())
-    done = polyfit("serve", "--model", uri, "--port", port, cwd=project, env=env, timeout=120)
-    says_what_to_do(done, "serve", uri, expected)
+    done = polyfit("serve", "--model", uri, "--port", port, cwd=project, env=env_of(project))
+    says_what_to_do(done.returncode, done.stdout, done.stderr, "serve", uri, expected)
 
 
-def test_a_run_without_a_model_is_named(reproduced):
-    project, uri, env = reproduced
-    evaluate = stage_runs(uri)["evaluate"].info.run_id
-    model = f"runs:/{evaluate}/model"
-    done = polyfit("predict", "--model", model, "--x", "1", cwd=project, env=env)
-    says_what_to_do(done, "predict", model, f"run {evaluate} logged no model 'model': a train run")
+def test_a_run_without_a_model_is_named(here, capsys, tmp_path):
+    (scored,) = runs_of(store(here), stage="evaluate")
+    model = f"runs:/{scored.info.run_id}/model"
+    rows = str(write_rows(tmp_path / "rows.csv"))
+    code, out, err = command(capsys, "predict", "--csv", rows, "--model", model)
+    expected = f"run {scored.info.run_id} logged no model 'model': a train run"
+    says_what_to_do(code, out, err, "predict", model, expected)
 
 
-def test_without_a_champion_serve_and_predict_say_run_promote(reproduced):
-    project, uri, env = reproduced
-    client = mlflow_client(uri)
-    client.delete_registered_model_alias("polyfit-cubic", "champion")
+@pytest.mark.slow
+def test_without_a_champion_serve_and_predict_say_run_promote(here, capsys, tmp_path):
+    client = mlflow_client(store(here))
+    rows = str(write_rows(tmp_path / "rows.csv"))
+    client.delete_registered_model_alias(NAME, "champion")
     try:
-        expected = "no version of 'polyfit-cubic' is champion yet: run `polyfit promote`"
-        says_what_to_do(polyfit("serve", cwd=project, env=env), "serve", CHAMPION, expected)
-        predicted = polyfit("predict", "--model", CHAMPION, "--x", "1", cwd=project, env=env)
-        says_what_to_do(predicted, "predict", CHAMPION, expected)
-        promoted = polyfit("promote", cwd=project, env=env)
-        assert promoted.returncode == 0, promoted.stderr
-        assert promoted.stdout.startswith("polyfit-cubic version 1 is now champion: ")
-        assert promoted.stdout.rstrip().endswith("(there was no champion)")
+        expected = f"no version of '{NAME}' is champion yet: run `polyfit promote`"
+        done = polyfit("serve", cwd=here, env=env_of(here))
+        says_what_to_do(done.returncode, done.stdout, done.stderr, "serve", CHAMPION, expected)
+        code, out, err = command(capsys, "predict", "--csv", rows, "--model", CHAMPION)
+        says_what_to_do(code, out, err, "predict", CHAMPION, expected)
+        code, out, err = command(capsys, "promote")
+        assert (code, err) == (0, "")
+        assert out.startswith(f"{NAME} version 2 is now champion: ")
+        assert out.endswith("(there was no champion)\n")
     finally:
-        client.set_registered_model_alias("polyfit-cubic", "champion", "1")
+        client.set_registered_model_alias(NAME, "champion", "1")
+        with contextlib.suppress(Exception):
+            client.delete_model_version(NAME, "2")
 
 
-def test_evaluate_nests_under_the_train_run_and_scores_its_model(reproduced):
-    _, uri, _ = reproduced
-    client = mlflow_client(uri)
-    runs = stage_runs(uri)
-    train, evaluate = runs["train"], runs["evaluate"]
-    assert evaluate.data.tags["mlflow.parentRunId"] == train.info.run_id
-    assert "mlflow.parentRunId" not in train.data.tags
-    model_id = train.data.tags["model_id"]
-    read = client.get_run(evaluate.info.run_id).inputs.model_inputs  # search_runs leaves them out
-    assert [m.model_id for m in read] == [model_id]
-    model_metrics = {m.key: m for m in client.get_logged_model(model_id).metrics}
-    assert model_metrics["train_set.mse"].value == evaluate.data.metrics["train_set.mse"]
-    assert model_metrics["train_set.mse"].dataset_name == str(paths.DATASET)
-    assert "final_loss" in model_metrics
-    assert train.data.metrics["eval.train_set.mse"] == evaluate.data.metrics["train_set.mse"]
+# --- a version trained with other code loads with its own ---
+
+AFFINE = '''
+
+class Affine(torch.nn.Module):
+    """Another architecture: y = X w + b."""
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.weights = torch.nn.Parameter(torch.zeros(n_features))
+        self.offset = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return X @ self.weights + self.offset
 
 
-def test_every_run_names_the_dataset_dvc_lock_records(reproduced):
-    project, uri, _ = reproduced
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    (out,) = [o for o in lock["stages"]["generate"]["outs"] if o["path"] == str(paths.DATASET)]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
-    contexts = {}
-    for stage, stage_run in stage_runs(uri).items():
-        (used,) = stage_run.inputs.dataset_inputs
-        assert (used.dataset.name, used.dataset.digest) == (str(paths.DATASET), out["md5"])
-        assert yaml.safe_load(used.dataset.source)["git_commit"] == head.stdout.strip()
-        contexts[stage] = {tag.key: tag.value for tag in used.tags}["mlflow.data.context"]
-    assert contexts == {"generate": "generated", "train": "training", "evaluate": "evaluation"}
-    found = mlflow_client(uri).search_runs(
-        [runs_of(uri)[0].info.experiment_id], f"dataset.digest = '{out['md5']}'"
+def build_model(config: dict, n_features: int) -> torch.nn.Module:
+    return Affine(n_features)
+'''
+
+
+def other_code(folder: Path) -> Path:
+    """A copy of src/ whose core/model.py builds another class: the repo's file with a new
+    class and a build_model that returns it, as a user's edit would leave it. Its model.py."""
+    src = folder / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+    code = src / "polyfit" / "core" / "model.py"
+    code.write_text(code.read_text() + AFFINE)
+    return code
+
+
+def import_file(path: Path):
+    """The module at `path` under a name of its own, as the serving code imports a model's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("polyfit_test_other_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_versions_trained_with_other_code_load_with_their_own(tmp_path, monkeypatch, capsys):
+    """Version 1 was trained by another core/model.py (another class, other weights), then
+    the code and the data changed and version 2 was promoted: in one fresh process, with
+    pickles refused and today's code installed, both versions load and predict, each with its
+    own code; so does `polyfit predict --model`."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    code = other_code(tmp_path / "other")
+    with in_folder(folder, monkeypatch, prepare=True):
+        generate.main()
+        done = subprocess.run(  # `polyfit train` as it ran when model.py was the other one
+            [sys.executable, "-m", "polyfit", "train"],
+            cwd=folder,
+            env=env_of(folder) | {"PYTHONPATH": str(code.parents[2])},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        # Logging the model runs it on the input example: no warning, no MLflow log line.
+        assert "arning" not in done.stdout + done.stderr and " INFO " not in done.stderr
+        first = (folder / paths.MODEL).read_bytes()
+        # Today's code: the repo's; and new data (another split of the table).
+        params = table_params()
+        params["data"]["csv"]["split_seed"] = 1
+        write_params(folder, params)
+        for stage in (generate, train, evaluate):
+            stage.main()
+        code_now, out, err = command(capsys, "promote")
+        assert (code_now, err) == (0, "")
+        assert out.startswith(f"{NAME} version 2 is now champion: ")
+
+        weights = files.load_tensors(paths.MODEL, first)
+        with pytest.raises(RuntimeError):  # version 1 does not fit today's model class
+            build_model(PARAMS["model"], len(TABLE_FEATURES)).load_state_dict(weights)
+        other = import_file(code).build_model(PARAMS["model"], len(TABLE_FEATURES))
+        other.load_state_dict(weights)
+        with torch.no_grad():
+            wanted = {1: other(torch.tensor(ROWS)).tolist(), 2: expected(folder)}
+        assert wanted[1] != wanted[2]
+        versions = {v: f"models:/{NAME}/{v}" for v in wanted}
+        loaded = load_in_fresh_process(list(versions.values()), env_of(folder))
+        assert loaded == {uri: wanted[v] for v, uri in versions.items()}
+        rows = str(write_rows(tmp_path / "rows.csv"))
+        for version, uri in versions.items():
+            code_now, out, err = command(capsys, "predict", "--csv", rows, "--model", uri)
+            assert (code_now, err) == (0, "")
+            assert predictions(out) == wanted[version]
+
+    client = mlflow_client(store(folder))
+    logged = client.get_logged_model(client.get_model_version(NAME, "1").source.split("/")[-1])
+    logged_code = mlflow.artifacts.download_artifacts(
+        f"{logged.artifact_location}/artifacts/model.py",
+        dst_path=str(tmp_path / "logged"),
+        tracking_uri=store(folder),
     )
-    assert len(found) == 3  # the UI's Dataset filter finds every run that read it
+    assert Path(logged_code).read_bytes() == code.read_bytes()

@@ -1,5 +1,5 @@
 """Team setup on a real server: MLflow on PostgreSQL with proxied artifacts and basic auth, as
-a team runs it, and a DVC remote.
+a team runs it, and a DVC remote; the pipeline runs on the machinery tests' table.
 
 The server is started by scripts/server.sh (what `make server` runs) on a free loopback port,
 once for the module; every client signs in as its admin.
@@ -15,7 +15,6 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
-import torch
 from conftest import (
     STAGES,
     clean_env,
@@ -25,7 +24,7 @@ from conftest import (
     polyfit,
     queue_workers,
     runs_of,
-    small_params,
+    table_params,
     wait_for_queue,
 )
 from servers import mlflow_server
@@ -35,12 +34,14 @@ POSTGRES = "postgres@127.0.0.1:5432"
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2-binary.
 MLFLOW_POSTGRES = f"postgresql+psycopg2://{POSTGRES}"
 SWEEP_LRS = (0.001, 0.002)  # one per worker: both run at once
+TRACKED = [stage for stage in STAGES if stage != "check"]  # check validates, tracks nothing
 
 
 def experiment_params(experiment: str) -> dict:
-    """Short training, tracked under its own experiment so each test counts only its runs."""
-    params = small_params()
-    params["mlflow"]["experiment"] = experiment
+    """Short training on the table, tracked under its own experiment and registered model, so
+    each test counts only its runs and versions, in any order."""
+    params = table_params()
+    params["mlflow"] |= {"experiment": experiment, "registered_model": experiment}
     return params
 
 
@@ -112,20 +113,24 @@ def loss_column(project: Path) -> list[float]:
 
 
 def assert_model_artifact_matches(client, run_id: str, project: Path, scratch: Path) -> None:
-    """The state_dict the run's LoggedModel holds on the server is the one DVC tracks."""
+    """The LoggedModel on the server holds the state_dict DVC tracks, byte for byte, and the
+    code that builds it."""
     import mlflow
 
     logged = client.get_logged_model(client.get_run(run_id).data.tags["model_id"])
     assert logged.source_run_id == run_id
-    downloaded = mlflow.artifacts.download_artifacts(
-        f"{logged.artifact_location}/artifacts/model.pt",
-        dst_path=str(scratch),
-        tracking_uri=client.tracking_uri,
-    )
-    served = torch.load(downloaded, weights_only=True)
-    local = torch.load(project / "models" / "model.pt", weights_only=True)
-    assert served.keys() == local.keys()
-    assert all(torch.equal(served[name], local[name]) for name in local)
+
+    def download(name: str) -> bytes:
+        path = mlflow.artifacts.download_artifacts(
+            f"{logged.artifact_location}/{name}",
+            dst_path=str(scratch),
+            tracking_uri=client.tracking_uri,
+        )
+        return Path(path).read_bytes()
+
+    assert download("artifacts/model.pt") == (project / "models" / "model.pt").read_bytes()
+    code = project / "src" / "polyfit" / "core" / "model.py"
+    assert download("artifacts/model.py") == code.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +148,14 @@ def test_pipeline_tracks_everything_on_the_team_server(
     url, folder = team_server
     params, project = TEAM_PARAMS, team_project
 
-    runs = {stage: runs_of(url, "team-pipeline", stage) for stage in STAGES}
-    assert {stage: len(found) for stage, found in runs.items()} == dict.fromkeys(STAGES, 1)
+    runs = {stage: runs_of(url, "team-pipeline", stage) for stage in TRACKED}
+    assert {stage: len(found) for stage, found in runs.items()} == dict.fromkeys(TRACKED, 1)
     assert postgres_run_count(postgres_database, "team-pipeline") == 3  # stored in PostgreSQL
     train = runs["train"][0]
     assert all(found[0].info.status == "FINISHED" for found in runs.values())
     assert float(train.data.params["train.lr"]) == params["train"]["lr"]
     assert train.data.params["train.optimizer"] == params["train"]["optimizer"]
-    assert any(key.startswith("eval.") for key in train.data.metrics)
+    assert "eval.held_out.mse" in train.data.metrics  # evaluate's scores on the train run
 
     client = mlflow_client(url)
     history = sorted(client.get_metric_history(train.info.run_id, "loss"), key=lambda m: m.step)
@@ -161,10 +166,11 @@ def test_pipeline_tracks_everything_on_the_team_server(
     model = client.get_logged_model(train.data.tags["model_id"])
     stored = model.artifact_location.removeprefix("mlflow-artifacts:/") + "/artifacts/model.pt"
     assert (folder / "artifacts" / stored).exists(), "the server's artifact store holds the model"
-    version = client.get_model_version(
-        params["mlflow"]["registered_model"], train.data.tags["registered_version"]
-    )
-    assert version.run_id == train.info.run_id
+    # The project's first model: version 1 and champion on the server's registry.
+    assert train.data.tags["registered_version"] == "1"
+    version = client.get_model_version_by_alias(params["mlflow"]["registered_model"], "champion")
+    assert (str(version.version), version.run_id) == ("1", train.info.run_id)
+    assert version.source == f"models:/{train.data.tags['model_id']}"
     assert not (project / "mlflow.db").exists()
     assert not (project / "mlartifacts").exists()
 
@@ -183,10 +189,15 @@ def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
     assert sorted(float(r.data.params["train.lr"]) for r in train_runs) == list(SWEEP_LRS)
     assert all(r.info.status == "FINISHED" for r in train_runs)
     assert len({r.data.tags["dvc_exp"] for r in train_runs}) == len(SWEEP_LRS)
-    client, steps = mlflow_client(url), small_params()["train"]["steps"]
+    client, steps = mlflow_client(url), table_params()["train"]["steps"]
     assert all(len(client.get_metric_history(r.info.run_id, "loss")) == steps for r in train_runs)
     assert len(runs_of(url, "team-sweep", "evaluate")) == len(SWEEP_LRS)
     assert not (project / "mlflow.db").exists()
+    # Two first models of a fresh project at once: one of them is version 1, the other none.
+    versions = client.search_model_versions("name = 'team-sweep'")
+    registered = [r.info.run_id for r in train_runs if "registered_version" in r.data.tags]
+    found = [(str(v.version), v.run_id) for v in versions]
+    assert found == [("1", run) for run in registered], f"versions {found}, tagged {registered}"
 
 
 def test_basic_auth_refuses_strangers_and_admits_the_team(team_server, team_project, tmp_path):
@@ -201,7 +212,7 @@ def test_basic_auth_refuses_strangers_and_admits_the_team(team_server, team_proj
     stranger = polyfit("generate", cwd=stranger_project, env=clean_env(MLFLOW_TRACKING_URI=url))
     assert stranger.returncode != 0
     assert "401" in stranger.stdout + stranger.stderr
-    assert all(len(runs_of(url, "team-pipeline", stage)) == 1 for stage in STAGES)  # the team's
+    assert all(len(runs_of(url, "team-pipeline", stage)) == 1 for stage in TRACKED)  # the team's
     assert_password_change_works(url, PASSWORD)
     assert (folder / "auth" / "basic_auth.db").exists()
     assert PASSWORD not in (folder / "auth" / "basic_auth.ini").read_text()

@@ -1,39 +1,47 @@
-"""`polyfit ui`: the URL it prints opens MLflow on the comparison, checked in headless Chromium.
+"""`polyfit ui`: the URL it prints opens MLflow on the comparison of train runs, best held-out
+score first, checked in headless Chromium; the UI starts in seconds without MLflow's job runner
+and stops on Ctrl-C without a traceback.
 
 The store holds what a few reproductions leave: per reproduction a generate run, a train run
-and an evaluate run nested under the train run it scored.
+with evaluate's scores copied onto it as eval.*, and an evaluate run nested under it.
 """
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+import requests
 from browser import Page, dump_dom
 from conftest import (
     clean_env,
     copy_made_store,
-    default_params,
     mlflow_client,
     polyfit,
+    table_params,
     write_params,
 )
-from servers import closed_port, free_port, mlflow_server, stop_server, wait_until_healthy
+from servers import closed_port, free_port, mlflow_server, stop_server
 
 from polyfit.tools.ui import COLUMNS, comparison_url, comparison_view, view_tag
 
-# (optimizer, lr, train-set mse, gap to optimum), in the order the runs are created. Neither
-# creation order (MLflow's default sort) nor run name order is the best-first order.
+# (optimizer, lr, held-out mse, train-set mse), in the order the runs are created. Neither
+# creation order (MLflow's default sort), run name order nor the train-set mse's order is the
+# held-out order.
 TRAINED = [
-    ("RMSprop", 0.001, 4.47e-3, 1.5e-2),
-    ("LBFGS", 1.0, 4.40e-3, 1e-8),
-    ("SGD", 3e-6, 9.80e-3, 1.2),
-    ("Adam", 0.01, 4.41e-3, 2e-3),
+    ("RMSprop", 0.001, 4.47e-3, 4.0e-3),
+    ("LBFGS", 1.0, 4.40e-3, 4.9e-3),
+    ("SGD", 3e-6, 9.80e-3, 1.0e-3),
+    ("Adam", 0.01, 4.41e-3, 4.2e-3),
 ]
 BEST_FIRST = ["LBFGS", "Adam", "RMSprop", "SGD"]
-N_SAMPLES = 2000
+STARTS_WITHIN = 10  # seconds from `polyfit ui` to an answering UI
+STOPS_WITHIN = 5  # seconds from Ctrl-C to no process left
 
 
 def train_name(optimizer: str, lr: float) -> str:
@@ -47,19 +55,18 @@ def build_store(uri: str) -> str:
     client = mlflow_client(uri)
     experiment_id = client.create_experiment("polyfit")
     now = int(time.time() * 1000)
-    for optimizer, lr, mse, gap in TRAINED:
+    for optimizer, lr, held_out, train_set in TRAINED:
         generate = client.create_run(
-            experiment_id, run_name="generate sin", tags={"stage": "generate"}
+            experiment_id, run_name="generate csv", tags={"stage": "generate"}
         )
         client.log_batch(generate.info.run_id, metrics=[Metric("y_mean", 0.0, now, 0)])
         client.set_terminated(generate.info.run_id)
         train = client.create_run(
             experiment_id, run_name=train_name(optimizer, lr), tags={"stage": "train"}
         ).info.run_id
-        params = {"data.n_samples": N_SAMPLES, "model.degree": 3}
-        params |= {"train.optimizer": optimizer, "train.lr": lr, "train.steps": 2000}
-        metrics = {"final_loss": mse * N_SAMPLES, "steps": 2000, "train_seconds": 1.5}
-        metrics |= {"eval.train_set.mse": mse, "eval.grid.mse": mse, "eval.gap_to_optimum": gap}
+        params = {"data.source": "csv", "train.optimizer": optimizer, "train.lr": lr}
+        metrics = {"final_loss": train_set * 72, "steps": 200, "train_seconds": 1.5}
+        metrics |= {"eval.held_out.mse": held_out, "eval.train_set.mse": train_set}
         client.log_batch(
             train,
             params=[Param(key, str(value)) for key, value in params.items()],
@@ -70,7 +77,7 @@ def build_store(uri: str) -> str:
             run_name=f"evaluate {optimizer} lr={lr}",
             tags={"stage": "evaluate", "mlflow.parentRunId": train},
         ).info.run_id
-        client.log_batch(evaluate, metrics=[Metric("train_set.mse", mse, now, 0)])
+        client.log_batch(evaluate, metrics=[Metric("held_out.mse", held_out, now, 0)])
         client.set_terminated(evaluate)
         client.set_terminated(train)
     return experiment_id
@@ -107,11 +114,13 @@ def test_view_tag_is_a_saved_view_envelope():
     envelope = json.loads(value)
     assert envelope["createdAt"] == 1234 and isinstance(envelope["name"], str)
     assert json.loads(envelope["state"]) == comparison_view()
-    assert comparison_view()["orderByKey"] == "metrics.`eval.train_set.mse`"
+    view = comparison_view()
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`eval.held_out.mse`", True)
+    assert view["searchFilter"] == "tags.stage = 'train'"
 
 
 def test_unusable_store_is_one_line(tmp_path):
-    write_params(tmp_path, default_params())
+    write_params(tmp_path, table_params())
     with closed_port() as port:
         env = clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
         done = polyfit("ui", cwd=tmp_path, env=env, timeout=120)
@@ -123,7 +132,7 @@ def test_unusable_store_is_one_line(tmp_path):
 @pytest.mark.parametrize("command", ["ui", "serve"])
 def test_a_port_in_use_is_one_line_before_any_url(tmp_path, command):
     """The server would print its bind error after the URL, which then names someone else's."""
-    write_params(tmp_path, default_params())
+    write_params(tmp_path, table_params())
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -140,7 +149,7 @@ def test_a_port_in_use_is_one_line_before_any_url(tmp_path, command):
 
 def test_deleted_experiment_is_one_line(tmp_path):
     """MLflow refuses tags on a deleted experiment: `polyfit ui` says so, without a traceback."""
-    write_params(tmp_path, default_params())
+    write_params(tmp_path, table_params())
     copy_made_store(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow_client(uri)
@@ -152,43 +161,105 @@ def test_deleted_experiment_is_one_line(tmp_path):
     assert not done.stdout  # no URL to a view that does not exist
 
 
+def group_commands(leader: int) -> list[str]:
+    """The command lines of the processes in `leader`'s process group (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != leader:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found.append(cmdline.read().replace(b"\0", b" ").decode().strip())
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue  # ended meanwhile
+    return found
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        pairs = [entry.decode().partition("=") for entry in environ.read().split(b"\0") if entry]
+    return {name: value for name, _, value in pairs}
+
+
+def wait_for_answer(url: str, server: subprocess.Popen, logs, timeout: float = 120) -> float:
+    """Seconds from now until GET `url` answers 200; fails if the server dies or never does."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        assert server.poll() is None, f"polyfit ui exited {server.returncode}:\n{logs()}"
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - started
+        time.sleep(0.1)
+    pytest.fail(f"polyfit ui did not answer {url} within {timeout} s:\n{logs()}")
+
+
+def wait_for_group_end(server: subprocess.Popen, within: float) -> float | None:
+    """Seconds until no process of the server's group is left, or None after `within`."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        server.poll()  # reap the leader, or its zombie keeps the group alive
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
 @pytest.mark.slow
-def test_make_ui_opens_on_the_comparison(tmp_path):
-    """`polyfit ui` on a SQLite store: saves the view, prints its URL, serves it."""
-    write_params(tmp_path, default_params())
+def test_make_ui_opens_on_the_comparison_and_stops_on_ctrl_c(tmp_path):
+    """`polyfit ui` on a SQLite store: saves the view, prints its URL and serves it within
+    STARTS_WITHIN s, without MLflow's job runner; Ctrl-C (SIGINT to the terminal's process
+    group) leaves no process after STOPS_WITHIN s and no traceback."""
+    write_params(tmp_path, table_params())
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root for tracking
     copy_made_store(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = build_store(uri)
-    port, log = free_port(), tmp_path / "ui.log"
-    with open(log, "w") as output:
+    port, out, err = free_port(), tmp_path / "ui.out", tmp_path / "ui.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
         server = subprocess.Popen(
             [sys.executable, "-m", "polyfit", "ui", "--port", str(port)],
             cwd=tmp_path,
             env=clean_env(MLFLOW_TRACKING_URI=uri),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # polyfit execs mlflow ui, which starts uvicorn workers
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # a terminal's process group: polyfit execs mlflow ui
         )
+
+    def logs() -> str:
+        return out.read_text() + err.read_text()
+
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base, server, log)
-        url = log.read_text().splitlines()[0]
-        assert url == comparison_url(base, experiment_id)
-        assert_comparison(dump_dom(url, tmp_path))
-        # Quiet by default: the URL and MLflow's one security note, no INFO or access log
-        # lines and no library warnings (StarletteDeprecationWarning, four times).
-        shown = log.read_text()
-        assert "Warning" not in shown and "INFO" not in shown, shown
-        assert [line for line in shown.splitlines()[1:] if not line.startswith("[MLflow]")] == []
+        started = wait_for_answer(f"{base}/", server, logs)
+        assert started <= STARTS_WITHIN, f"the UI answered {started:.1f} s after `polyfit ui`"
+        assert out.read_text() == comparison_url(base, experiment_id) + "\n"
+        assert environment_of(server.pid)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+        commands = group_commands(server.pid)
+        assert any(" mlflow ui " in command for command in commands), commands
+        assert not [c for c in commands if "huey" in c or "job" in c], commands
+
+        assert_comparison(dump_dom(out.read_text().strip(), tmp_path))
+
+        os.killpg(server.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+        stopped = wait_for_group_end(server, STOPS_WITHIN)
+        assert stopped is not None, f"processes left after Ctrl-C: {group_commands(server.pid)}"
     finally:
         stop_server(server)
+    # Quiet, and no traceback: the URL on stdout, MLflow's one security note on stderr, no INFO
+    # or access log lines and no library warnings (StarletteDeprecationWarning, four times).
+    assert out.read_text() == comparison_url(base, experiment_id) + "\n"
+    shown = err.read_text()
+    assert [line for line in shown.splitlines() if not line.startswith("[MLflow]")] == [], shown
 
 
 @pytest.mark.slow
 def test_ui_with_a_tracking_server_prints_its_url(tmp_path):
     """With MLFLOW_TRACKING_URI on a server, `polyfit ui` saves the view there and exits."""
-    write_params(tmp_path, default_params())
+    write_params(tmp_path, table_params())
     with mlflow_server(tmp_path) as (url, _):
         experiment_id = build_store(url)
         done = polyfit("ui", cwd=tmp_path, env=clean_env(MLFLOW_TRACKING_URI=url), timeout=120)
