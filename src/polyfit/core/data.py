@@ -66,13 +66,16 @@ def read_columns(path: str, names: list[str]) -> torch.Tensor:
     """(N, len(names)) float32: the named columns of a CSV file with a header row, every value
     checked to be a finite float32 number; other columns are ignored."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: also the byte-order mark spreadsheets write at the start of "CSV UTF-8"
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
                 raise UsageError(f"{path}: empty: expected a header row, then one row per point")
             columns = [_column(path, header, name) for name in names]
-            rows = [_numbers(path, reader.line_num, row, columns, header) for row in reader]
+            rows = [_numbers(path, reader.line_num, row, columns, header) for row in reader if row]
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read: {error.strerror}") from None
     except UnicodeDecodeError as error:
         raise UsageError(f"{path}: not UTF-8 text: {error.reason} at byte {error.start}") from None
     except csv.Error as error:

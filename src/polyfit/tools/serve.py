@@ -8,45 +8,14 @@ Rows by position ({"inputs": [[...], ...]}), or named columns in any order
 """
 
 import os
-import socket
 import sys
 
 from polyfit import paths
-from polyfit.errors import UsageError
 from polyfit.params import load_params
+from polyfit.tools.servers import check_port, quiet_server_env, serve
 from polyfit.tracking import store
 from polyfit.tracking.model import resolve
 from polyfit.tracking.uri import tracking_uri
-
-# What MLflow's servers (`mlflow models serve`, `mlflow ui`) print besides the URL and errors:
-# INFO lines, uvicorn's startup and access log, the artifact download bar, and libraries'
-# deprecation warnings about each other. Values the user set in the environment win.
-QUIET_SERVER_ENV = {
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
-    "UVICORN_LOG_LEVEL": "warning",  # uvicorn reads its options from UVICORN_* variables
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "PYTHONWARNINGS": "ignore",  # inherited by uvicorn's worker processes
-}
-
-
-def quiet_server_env(verbose: bool) -> None:
-    """Set QUIET_SERVER_ENV for the server this process execs, unless asked for the logs:
-    --verbose, or an MLFLOW_LOGGING_LEVEL the user set (as for the stages)."""
-    if not verbose and "MLFLOW_LOGGING_LEVEL" not in os.environ:
-        for name, value in QUIET_SERVER_ENV.items():
-            os.environ.setdefault(name, value)
-
-
-def check_port(host: str, port: int) -> None:
-    """Fail in one line if the server could not listen there: it would say so only after the URL
-    we print, in a log line of its own."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except (OSError, OverflowError) as error:  # in use, an unknown host, a port > 65535
-            reason = (getattr(error, "strerror", None) or str(error)).rstrip(".")
-            raise UsageError(f"cannot listen on {host}:{port}: {reason}; choose --port") from None
 
 
 def main(args) -> None:
@@ -59,5 +28,5 @@ def main(args) -> None:
     command = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local"]
     command += ["--host", args.host, "--port", str(args.port)]
     print(f"serving {model} at http://{args.host}:{args.port}/invocations", flush=True)
-    # This venv's mlflow, whose scoring server starts `uvicorn` by name
-    os.execve(sys.executable, [sys.executable, "-m", *command], paths.venv_first(os.environ))
+    os.environ.update(paths.venv_first(os.environ))  # its scoring server starts `uvicorn` by name
+    serve([sys.executable, "-m", *command])  # this venv's mlflow

@@ -16,9 +16,9 @@ from mlflow.exceptions import MlflowException
 from polyfit import paths
 from polyfit.errors import PolyfitError, one_line
 from polyfit.params import load_params
-from polyfit.tools.serve import check_port, quiet_server_env
+from polyfit.tools.servers import check_port, quiet_server_env, serve
 from polyfit.tracking import store
-from polyfit.tracking.registry import SCORE
+from polyfit.tracking.names import SCORE
 from polyfit.tracking.uri import is_server, tracking_uri
 
 VIEW_ID = "polyfit-comparison"
@@ -100,4 +100,4 @@ def main(args) -> None:
     # One worker: one person's browser. MLflow's default of 4 starts 4 processes that each import
     # MLflow, so the URL answers seconds later and each holds its own memory.
     command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]
-    os.execv(sys.executable, [sys.executable, "-m", *command])  # this venv's mlflow
+    serve([sys.executable, "-m", *command])  # this venv's mlflow

@@ -24,7 +24,7 @@ from polyfit.core import model as model_code
 from polyfit.core.data import Table
 from polyfit.errors import PolyfitError, UsageError, one_line
 from polyfit.tracking import store
-from polyfit.tracking.registry import CHAMPION
+from polyfit.tracking.names import CHAMPION
 from polyfit.tracking.serving import MODEL_CODE, STATE_DICT
 from polyfit.tracking.uri import probe_store, tracking_uri
 
@@ -38,12 +38,13 @@ def requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}"]
 
 
-def signature(features: tuple[str, ...]) -> ModelSignature:
-    """F double columns in, one double out. The columns are not named in the signature, so a
-    request may give rows by position ({"inputs": [[...], ...]}) as well as named columns
-    ({"dataframe_split": ...}), which serving.py puts in the features' order."""
-    inputs = Schema([ColSpec("double") for _ in features])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
+def signature() -> ModelSignature:
+    """One double out per row. The input is left to serving.py, which takes named columns in any
+    order ({"dataframe_split": ...}) and rows by position ({"inputs": [[...], ...]}) and refuses
+    any other width: an input schema of MLflow's would either refuse rows by position (named
+    columns) or silently drop the columns past F (unnamed ones). The input example shows the
+    columns."""
+    return ModelSignature(inputs=None, outputs=Schema([ColSpec("double")]))
 
 
 def log_model(run, state_dict: Path, model_config: dict, train: Table, params: dict, tags: dict):
@@ -57,7 +58,8 @@ def log_model(run, state_dict: Path, model_config: dict, train: Table, params: d
         name=NAME,
         source_run_id=run.run_id,
         params={key: str(value) for key, value in params.items()},
-        tags={key: str(value) for key, value in tags.items()},
+        tags={key: str(value) for key, value in tags.items()}
+        | {"features": ",".join(train.features)},
         model_type="pytorch",  # any nn.Module: build_model(model_config, F) says which
     )
     client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
@@ -75,7 +77,7 @@ def log_model(run, state_dict: Path, model_config: dict, train: Table, params: d
             model_config={"model": model_config, "features": list(train.features)},
             artifacts={STATE_DICT: str(state_dict), MODEL_CODE: model_code.__file__},
             input_example=example,
-            signature=signature(train.features),
+            signature=signature(),
             pip_requirements=requirements(),
         )
         try:

@@ -12,9 +12,8 @@ from mlflow.exceptions import MlflowException
 
 from polyfit import files, paths
 from polyfit.errors import PolyfitError, UsageError
+from polyfit.tracking.names import CHAMPION, SCORE
 
-CHAMPION = "champion"
-SCORE = "eval.held_out.mse"  # on the train run and its LoggedModel (evaluate); lower is better
 TRAIN_DATA_TAG = "data_md5"  # the LoggedModel's training data
 
 
@@ -32,14 +31,20 @@ def register_first(client, name: str, model_id: str, run_id: str) -> str | None:
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        if client.search_model_versions(f"name = '{name}'", max_results=1):
-            return None
+        return None  # another training got there first (promote covers one that then died)
     return _register(client, name, model_id, run_id)
 
 
 def _register(client, name: str, model_id: str, run_id: str) -> str:
+    """The model's version of `name` (a new one unless it has one), now the champion."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    known = [version.version for version in versions if _model_id(version) == model_id]
     source = f"models:/{model_id}"
-    version = client.create_model_version(name, source, run_id=run_id, model_id=model_id).version
+    version = (
+        known[0]
+        if known
+        else client.create_model_version(name, source, run_id=run_id, model_id=model_id).version
+    )
     client.set_registered_model_alias(name, CHAMPION, version)
     return version
 

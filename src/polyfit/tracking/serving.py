@@ -49,7 +49,7 @@ class TrainedModel(PythonModel):
                 raise _refused(f"expected the columns {self.features}, got {columns}")
             model_input = model_input[self.features]
         try:
-            X = np.asarray(model_input, dtype=np.float64)
+            X = np.ascontiguousarray(model_input, dtype=np.float64)
         except (TypeError, ValueError) as error:
             raise _refused(f"not numbers: {error}") from None
         if X.ndim == 1 and len(self.features) == 1:

@@ -4,17 +4,23 @@ experiment its runs go in."""
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from polyfit.errors import PolyfitError, one_line
 from polyfit.paths import project_root
 from polyfit.tracking.uri import check_uri, is_server, probe_store, tracking_uri
+
+with warnings.catch_warnings():  # where fcntl is missing it warns that it uses a lock file
+    warnings.simplefilter("ignore")
+    from filelock import FileLock, Timeout
+
+LOCK_TIMEOUT = 120  # seconds: migrating a new store takes a few
 
 # Fail fast on an unreachable server (MLflow's defaults retry for minutes), and keep progress
 # bars out of stage logs. MLflow has one timeout for connecting and reading, so a request may
@@ -63,8 +69,27 @@ def _store_lock(uri: str) -> Iterator[None]:
         return
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(database.with_name(database.name + ".lock")):
-        yield
+    lock = database.with_name(database.name + ".lock")
+    try:
+        with FileLock(lock, timeout=LOCK_TIMEOUT):
+            yield
+    except Timeout:
+        raise PolyfitError(
+            f"{lock}: held for over {LOCK_TIMEOUT} s by another process; if none is running, "
+            "delete the file"
+        ) from None
+
+
+def _create(client, experiment: str, uri: str):
+    """Create the experiment; if that fails, it is because another process just did, unless the
+    store refuses to write (a full disk): then that failure."""
+    try:
+        client.create_experiment(experiment, artifact_location(uri))
+    except MlflowException:
+        if found := client.get_experiment_by_name(experiment):
+            return found
+        raise
+    return client.get_experiment_by_name(experiment)
 
 
 def connect(experiment: str) -> tuple[MlflowClient, str]:
@@ -74,11 +99,7 @@ def connect(experiment: str) -> tuple[MlflowClient, str]:
     try:
         with _store_lock(uri):
             client = make_client(uri)
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                with contextlib.suppress(MlflowException):  # another process won the race
-                    client.create_experiment(experiment, artifact_location(uri))
-                found = client.get_experiment_by_name(experiment)
+            found = client.get_experiment_by_name(experiment) or _create(client, experiment, uri)
     except Exception as error:  # any failure here means "no usable store"
         raise PolyfitError(f"MLflow tracking store {uri} unusable: {one_line(error)}") from None
     return client, found.experiment_id
