@@ -6,6 +6,8 @@ that made the committed results explains the files `git status` then shows as mo
 import json
 import subprocess
 
+import yaml
+
 from polyfit import paths
 from polyfit.cpu import this_cpu
 from polyfit.tools.gate import compare, resolve, summary
@@ -27,6 +29,12 @@ def main(args) -> None:
         print("dvc.lock and metrics/ are as committed: this machine reproduced the same bytes.")
         return
     inputs = changed(".", *(f":(exclude){path}" for path in RESULTS))
+    if not inputs and not changed(RESULTS[1]) and _outputs("HEAD") == _outputs(None):
+        print(
+            "dvc.lock records code or params committed without `dvc repro`; the outputs are the "
+            "committed bytes. Commit dvc.lock."
+        )
+        return
     verdict = summary(compare(commit, "HEAD"))
     if inputs:
         shown = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
@@ -41,6 +49,18 @@ def main(args) -> None:
         f"training amplifies that. `polyfit gate`: {verdict}\n"
         "Nothing to commit: leave them as they are (docs/determinism.md)."
     )
+
+
+def _outputs(revision: str | None) -> dict[str, str]:
+    """{output path: md5} as dvc.lock records them at `revision`, or in the workspace."""
+    lock = paths.PIPELINE.with_suffix(".lock")
+    if revision is None:
+        text = lock.read_text()
+    else:
+        shown = ["git", "show", f"{revision}:{lock}"]
+        text = subprocess.run(shown, capture_output=True, text=True).stdout
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
 def _final_loss() -> str:
