@@ -396,7 +396,8 @@ def test_without_a_champion_serve_and_predict_say_run_promote(here, capsys, tmp_
         says_what_to_do(code, out, err, "predict", CHAMPION, expected)
         code, out, err = command(capsys, "promote")
         assert (code, err) == (0, "")
-        assert out.startswith(f"{NAME} version 2 is now champion: ")
+        # the best model is version 1's: promote points the alias at that version again
+        assert out.startswith(f"{NAME} version 1 is now champion: ")
         assert out.endswith("(there was no champion)\n")
     finally:
         client.set_registered_model_alias(NAME, "champion", "1")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import requests
 from browser import Page, dump_dom
@@ -161,19 +162,17 @@ def test_deleted_experiment_is_one_line(tmp_path):
     assert not done.stdout  # no URL to a view that does not exist
 
 
-def group_commands(leader: int) -> list[str]:
-    """The command lines of the processes in `leader`'s process group (Linux /proc)."""
+def started_processes(leader: int) -> list[psutil.Process]:
+    """`polyfit ui` and every process it started (the server runs in a session of its own)."""
+    process = psutil.Process(leader)
+    return [process, *process.children(recursive=True)]
+
+
+def commands_of(processes: list[psutil.Process]) -> list[str]:
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) != leader:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                found.append(cmdline.read().replace(b"\0", b" ").decode().strip())
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
-            continue  # ended meanwhile
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # ended meanwhile
+            found.append(" ".join(process.cmdline()))
     return found
 
 
@@ -195,17 +194,11 @@ def wait_for_answer(url: str, server: subprocess.Popen, logs, timeout: float = 1
     pytest.fail(f"polyfit ui did not answer {url} within {timeout} s:\n{logs()}")
 
 
-def wait_for_group_end(server: subprocess.Popen, within: float) -> float | None:
-    """Seconds until no process of the server's group is left, or None after `within`."""
+def wait_for_all_to_end(processes: list[psutil.Process], within: float) -> float | None:
+    """Seconds until none of the processes is left, or None after `within`."""
     started = time.monotonic()
-    while time.monotonic() - started < within:
-        server.poll()  # reap the leader, or its zombie keeps the group alive
-        try:
-            os.killpg(server.pid, 0)
-        except ProcessLookupError:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    return None
+    _, alive = psutil.wait_procs(processes, timeout=within)
+    return None if alive else time.monotonic() - started
 
 
 @pytest.mark.slow
@@ -226,7 +219,7 @@ def test_make_ui_opens_on_the_comparison_and_stops_on_ctrl_c(tmp_path):
             env=clean_env(MLFLOW_TRACKING_URI=uri),
             stdout=stdout,
             stderr=stderr,
-            start_new_session=True,  # a terminal's process group: polyfit execs mlflow ui
+            start_new_session=True,  # a terminal's process group
         )
 
     def logs() -> str:
@@ -237,16 +230,19 @@ def test_make_ui_opens_on_the_comparison_and_stops_on_ctrl_c(tmp_path):
         started = wait_for_answer(f"{base}/", server, logs)
         assert started <= STARTS_WITHIN, f"the UI answered {started:.1f} s after `polyfit ui`"
         assert out.read_text() == comparison_url(base, experiment_id) + "\n"
-        assert environment_of(server.pid)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-        commands = group_commands(server.pid)
-        assert any(" mlflow ui " in command for command in commands), commands
+        processes = started_processes(server.pid)
+        commands = commands_of(processes)
+        mlflow_ui = [p for p, c in zip(processes, commands, strict=True) if " mlflow ui " in c]
+        assert mlflow_ui, commands
+        assert environment_of(mlflow_ui[0].pid)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
         assert not [c for c in commands if "huey" in c or "job" in c], commands
 
         assert_comparison(dump_dom(out.read_text().strip(), tmp_path))
 
         os.killpg(server.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
-        stopped = wait_for_group_end(server, STOPS_WITHIN)
-        assert stopped is not None, f"processes left after Ctrl-C: {group_commands(server.pid)}"
+        stopped = wait_for_all_to_end(processes, STOPS_WITHIN)
+        assert stopped is not None, f"processes left after Ctrl-C: {commands_of(processes)}"
+        assert server.wait(timeout=5) == 0  # stopped as asked: not an error
     finally:
         stop_server(server)
     # Quiet, and no traceback: the URL on stdout, MLflow's one security note on stderr, no INFO
