@@ -65,7 +65,7 @@ def test_gate_yaml_is_rewritten_with_its_comments_and_unmeasured_rules(tmp_path)
 
 @pytest.mark.slow
 def test_calibrate_measures_this_machine_and_keeps_the_others(tmp_path):
-    project = make_project(tmp_path / "project", table_params(steps=50))
+    project = make_project(tmp_path / "project", table_params(steps=10))
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     assert polyfit("generate", cwd=project, env=env).returncode == 0
     elsewhere = run_of("another machine", 0, 123.0, 4.0)

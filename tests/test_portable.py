@@ -28,6 +28,8 @@ from conftest import (
 )
 from fault_tools import store_env
 
+pytestmark = pytest.mark.slow  # real stage processes, one per stage
+
 SITECUSTOMIZE = '''\
 """Take away what Windows and macOS lack; at exit, write what this process saw."""
 import atexit

@@ -130,7 +130,7 @@ def resumed_from(output: str) -> int:
 def test_a_training_killed_at_random_steps_ends_as_if_never_killed(
     tmp_path, monkeypatch, seed, batch_size, optimizer_name
 ):
-    steps, every = 20000, 500
+    steps, every = 8000, 500
     params = table_params(
         steps=steps,
         log_every=100,

@@ -78,6 +78,7 @@ def _git(project, *args):
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
 
 
+@pytest.mark.slow  # a git origin and clone, and `polyfit sweep` processes that load Dask
 def test_dask_sweep_refuses_unpushed_or_uncommitted_work(tmp_path):
     origin = tmp_path / "origin.git"
     _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))

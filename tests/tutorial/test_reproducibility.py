@@ -2,17 +2,29 @@
 instruction set, ATen's vector kernels) write identical data, model and metrics. Across CPU
 vendors the bytes differ; the gate's tolerances cover that (docs/determinism.md)."""
 
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import OUTPUTS, clean_env, copy_made_store, default_params, polyfit, write_params
+from conftest import (
+    OUTPUTS,
+    clean_env,
+    copy_made_store,
+    default_params,
+    polyfit,
+    run,
+    write_params,
+)
 
 from polyfit import paths
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("generate", "train", "evaluate")
+# train and evaluate in one process through the CLI's own entry point, as `polyfit` runs each:
+# the data is made once (no MKL or vector kernel decides it), the rest under each code path.
+TRAIN_AND_EVALUATE = "from polyfit.cli import main; main(['train']); main(['evaluate'])"
 MKL_SETTINGS = ("MKL_CBWR", "MKL_DYNAMIC", "OMP_DYNAMIC")  # the CLI sets these itself
 # Stand-ins for other CPUs: each forces kernels this machine would not pick by itself. Not ATen's
 # scalar kernels (ATEN_CPU_CAPABILITY=default): they give other numbers even on one machine, so
@@ -39,21 +51,34 @@ def is_intel() -> bool:
     return "GenuineIntel" in cpuinfo()
 
 
-def outputs_under(folder: Path, stages=STAGES, **forced: str) -> dict[str, bytes]:
-    """Run `stages` in `folder` with `forced` in the environment; the outputs they wrote."""
+def project(folder: Path) -> Path:
+    """A stage folder with the tutorial's params and data."""
     folder.mkdir()
     (folder / "dvc.yaml").write_text("stages: {}\n")  # marks the project root
     copy_made_store(folder)  # MLflow's tables: not what is compared
     params = default_params()
     params["train"]["checkpoint_every"] = None  # no pipeline here to fingerprint
     write_params(folder, params)
+    done = polyfit("generate", cwd=folder, env=store_env(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return folder
+
+
+def store_env(folder: Path, **forced: str) -> dict:
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}", **forced)
     for name in set(MKL_SETTINGS) - forced.keys():  # the CLI must set these itself
         env.pop(name, None)
-    for stage in stages:
-        done = polyfit(stage, cwd=folder, env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    return {str(path): (folder / path).read_bytes() for path in OUTPUTS if (folder / path).exists()}
+    return env
+
+
+def outputs_under(data: Path, folder: Path, **forced: str) -> dict[str, bytes]:
+    """train and evaluate on `data`'s tables in a copy of it, with `forced` in the
+    environment; every output."""
+    shutil.copytree(data, folder)
+    command = [sys.executable, "-c", TRAIN_AND_EVALUATE]
+    done = run(command, folder, store_env(folder, **forced))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {str(path): (folder / path).read_bytes() for path in OUTPUTS}
 
 
 def forcible_code_paths() -> dict[str, dict]:
@@ -76,8 +101,9 @@ def forcible_code_paths() -> dict[str, dict]:
 
 
 def test_every_forced_code_path_writes_the_same_bytes(tmp_path):
+    data = project(tmp_path / "data")
     results = {
-        name: outputs_under(tmp_path / str(i), **forced)
+        name: outputs_under(data, tmp_path / str(i), **forced)
         for i, (name, forced) in enumerate(forcible_code_paths().items())
     }
     reference = results["default"]
@@ -95,9 +121,8 @@ def test_every_forced_code_path_writes_the_same_bytes(tmp_path):
 def test_without_the_reproducible_mode_the_forced_paths_differ(tmp_path):
     """The control: the forcing reaches MKL, and a value the user exported wins over the CLI's."""
     off = {"MKL_CBWR": "OFF"}
-    stages = ("generate", "train")  # what the assertions read
-    native = outputs_under(tmp_path / "native", stages, **off)
-    avx2 = outputs_under(tmp_path / "avx2", stages, **off, MKL_ENABLE_INSTRUCTIONS="AVX2")
-    assert native[str(paths.TRAIN_DATA)] == avx2[str(paths.TRAIN_DATA)]  # no MKL in the data
+    data = project(tmp_path / "data")
+    native = outputs_under(data, tmp_path / "native", **off)
+    avx2 = outputs_under(data, tmp_path / "avx2", **off, MKL_ENABLE_INSTRUCTIONS="AVX2")
     assert native[str(paths.MODEL)] != avx2[str(paths.MODEL)]
     assert native[str(paths.TRAIN_METRICS)] != avx2[str(paths.TRAIN_METRICS)]
