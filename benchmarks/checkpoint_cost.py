@@ -43,9 +43,9 @@ def checkpoints(rounds: int) -> Section:
     section.notes = [
         f"{rounds} round(s) of `python -m polyfit train` (spawn to exit) in a reproduced clone, "
         "once each way, alternating; ratios are medians of the per-round ratios.",
-        f"Each of the {2000 // EVERY} checkpoints writes train-<fingerprint>.pt atomically "
-        "(fsync) and logs the loss history so far to the run (TrackedRun.log_history): logging "
-        "that the stage does anyway after training, so it moves into fit() and its us_per_step. "
-        "With checkpoints on, the stage also hashes its deps once (the fingerprint).",
+        f"Each of the {2000 // EVERY - 1} checkpoints (none at the last step) writes "
+        "checkpoints/train-<fingerprint>.pt atomically (temp file, fsync, rename); the loss "
+        "history goes to MLflow once, at the end, either way. With checkpoints on, the stage "
+        "also hashes its deps once (the fingerprint) and deletes its checkpoint at the end.",
     ]
     return section
