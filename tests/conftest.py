@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polyfit import paths
+from polyfit import cli, paths
 from polyfit.cli import PROCESS_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,6 +157,18 @@ def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 60
 
 def polyfit(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600):
     return run([sys.executable, "-m", "polyfit", *args], cwd, env, timeout)
+
+
+def command(capsys, *args: str) -> tuple[int, str, str]:
+    """`polyfit ARGS` in this process, as cli.main runs it: (exit code, stdout, stderr)."""
+    code = 0
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def dvc(project: Path, *args: str, env: dict | None = None, timeout: float = 600) -> str:

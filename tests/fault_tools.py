@@ -25,7 +25,7 @@ from conftest import (
     write_table,
 )
 
-from polyfit import cli, files, paths
+from polyfit import files, paths
 from polyfit.core.data import from_csv
 from polyfit.core.model import build_model
 from polyfit.tracking.store import _store_lock
@@ -118,18 +118,6 @@ def recorded(project: Path) -> dict:
     whenever they pass, also in a `dvc repro` that fails or is interrupted after it."""
     stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     return {name: stage for name, stage in stages.items() if name != "check"}
-
-
-def command(capsys, *args: str) -> tuple[int, str, str]:
-    """`polyfit ARGS` in this process, as cli.main runs it: (exit code, stdout, stderr)."""
-    code = 0
-    capsys.readouterr()  # what came before is not this command's
-    try:
-        cli.main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class Child:

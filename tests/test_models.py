@@ -25,6 +25,7 @@ from conftest import (
     REPO,
     TABLE_FEATURES,
     clean_env,
+    command,
     mlflow_client,
     polyfit,
     prepare_stage_dir,
@@ -35,7 +36,7 @@ from conftest import (
 )
 from servers import free_port, stop_server
 
-from polyfit import cli, files, paths
+from polyfit import files, paths
 from polyfit.core.model import build_model
 from polyfit.stages import evaluate, generate, train
 
@@ -88,18 +89,6 @@ def here(project, monkeypatch):
     """The project as this process's working folder and store."""
     with in_folder(project, monkeypatch):
         yield project
-
-
-def command(capsys, *args: str) -> tuple[int, str, str]:
-    """`polyfit ARGS` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = 0
-    try:
-        cli.main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train_run(project: Path):

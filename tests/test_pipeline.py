@@ -15,6 +15,7 @@ from conftest import (
     REPO,
     STAGES,
     clean_env,
+    command,
     lock_inputs,
     make_project,
     mlflow_client,
@@ -25,7 +26,7 @@ from conftest import (
     write_params,
 )
 
-from polyfit import cli, files, paths
+from polyfit import files, paths
 from polyfit.core.batches import full_batch
 from polyfit.core.fit import build_optimizer, fit, summed_squared_error
 from polyfit.core.model import build_model
@@ -151,17 +152,6 @@ def in_project(reproduced, monkeypatch):
     yield project
     mlflow.set_tracking_uri(before[0])
     mlflow.set_registry_uri(before[1])
-
-
-def command(capsys, *args: str) -> tuple[int, str, str]:
-    """`polyfit ARGS` in this process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        cli.main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def predictions(output: str) -> list[float]:
