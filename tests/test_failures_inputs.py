@@ -20,8 +20,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import TABLE, TABLE_FEATURES, polyfit, runs_of, table_params, write_table
-from fault_tools import command, repo_model, snapshot, stage_folder, store_env, write_model
+from conftest import TABLE, TABLE_FEATURES, command, polyfit, runs_of, table_params, write_table
+from fault_tools import repo_model, snapshot, stage_folder, store_env, write_model
 
 from polyfit import files, paths
 from polyfit.core.batches import full_batch

@@ -14,15 +14,16 @@ import time
 from operator import attrgetter
 
 import pytest
-from conftest import mlflow_client, polyfit, runs_of, stage_client, table_params, write_params
-from fault_tools import (
+from conftest import (
     command,
-    polyfit_child,
-    snapshot,
-    stage_folder,
-    store_env,
-    write_model,
+    mlflow_client,
+    polyfit,
+    runs_of,
+    stage_client,
+    table_params,
+    write_params,
 )
+from fault_tools import polyfit_child, snapshot, stage_folder, store_env, write_model
 from servers import hanging_up_server
 
 from polyfit import files, paths
