@@ -18,6 +18,7 @@ import yaml
 from polyfit import files, paths
 from polyfit.errors import UsageError
 from polyfit.paths import project_root
+from polyfit.yaml12 import parse_yaml
 
 
 class Fingerprint(NamedTuple):
@@ -50,14 +51,29 @@ def fingerprint(stage: str = "train") -> Fingerprint:
             f"train.checkpoint_every: checkpoints are named by what {paths.PIPELINE} declares "
             f"for its stage '{stage}', and it declares none here: set it null"
         ) from None
-    values = yaml.safe_load(paths.PARAMS.read_text())
-    params = {}
-    for key in declared.get("params", []):
-        value = values
-        for part in key.split("."):
-            value = value[part]
-        params[key] = json.dumps(value, sort_keys=True)
+    values = parse_yaml(paths.PARAMS.read_text(), str(paths.PARAMS))  # as DVC reads it
+    params = {key: json.dumps(_lookup(values, key), sort_keys=True) for key in _keys(declared)}
     return Fingerprint(params, {str(dep): _md5(Path(dep)) for dep in declared.get("deps", [])})
+
+
+def _keys(declared: dict) -> list[str]:
+    """The params.yaml keys a stage lists: `- train.lr`, or `- params.yaml: [train.lr]`."""
+    keys = []
+    for entry in declared.get("params", []):
+        if isinstance(entry, str):
+            keys.append(entry)
+        else:  # {file: [keys]}, or {file: None} for all of it
+            keys += [key for listed in entry.values() for key in listed or [""]]
+    return keys
+
+
+def _lookup(values: dict, key: str):
+    """The value at a dotted key ("" for the whole file)."""
+    for part in filter(None, key.split(".")):
+        if not isinstance(values, dict) or part not in values:
+            raise UsageError(f"{paths.PIPELINE} lists the param {key}, which {paths.PARAMS} lacks")
+        values = values[part]
+    return values
 
 
 def _md5(path: Path) -> str:
