@@ -7,7 +7,8 @@ import pytest
 import yaml
 from conftest import clean_env, make_project, polyfit, table_params
 
-from polyfit.tools.calibrate import kernels, rewrite, spreads, tolerance
+from polyfit.params import load_params
+from polyfit.tools.calibrate import kernels, rewrite, spreads, tolerance, trained
 from polyfit.tools.gate import Rule, load_rules
 
 RULES = {
@@ -64,12 +65,15 @@ def test_gate_yaml_is_rewritten_with_its_comments_and_unmeasured_rules(tmp_path)
 
 
 @pytest.mark.slow
-def test_calibrate_measures_this_machine_and_keeps_the_others(tmp_path):
+def test_calibrate_measures_this_machine_and_keeps_the_others(tmp_path, monkeypatch):
     project = make_project(tmp_path / "project", table_params(steps=10))
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     assert polyfit("generate", cwd=project, env=env).returncode == 0
-    elsewhere = run_of("another machine", 0, 123.0, 4.0)
-    (project / "gate-calibration.json").write_text(json.dumps({"runs": [elsewhere]}))
+    monkeypatch.chdir(project)  # the CSV file, where params name it
+    of = trained(load_params(project / "params.yaml"))
+    elsewhere = run_of("another machine", 0, 123.0, 4.0) | {"trained": of}
+    stale = run_of("another machine", 0, 999.0, 9.0) | {"trained": "other params"}
+    (project / "gate-calibration.json").write_text(json.dumps({"runs": [elsewhere, stale]}))
 
     done = polyfit("gate", "calibrate", cwd=project, env=env)
     assert done.returncode == 0, done.stderr
@@ -77,13 +81,14 @@ def test_calibrate_measures_this_machine_and_keeps_the_others(tmp_path):
     record = json.loads((project / "gate-calibration.json").read_text())["runs"]
     ours = [run for run in record if run["machine"] != "another machine"]
     assert len(ours) == 2 * len(kernels())  # train.threads 1 and 2, each of ATen's levels here
-    assert elsewhere in record
+    assert elsewhere in record and stale not in record  # a run of other params or data goes
+    assert "1 run(s) of other params or data dropped" in done.stdout
     assert {run["kernels"] for run in ours} == set(kernels())
     rules = yaml.safe_load((project / "gate.yaml").read_text())
     mse = rules["metrics/eval.json"]["held_out.mse"]
     # Another machine's run of the same seed, far off: its spread sets the tolerance.
     assert mse["rel"] > 1, mse
-    assert done.stdout == (project / "gate.yaml").read_text()
+    assert done.stdout.endswith((project / "gate.yaml").read_text())
     assert "calibrate: run 1/" in done.stderr
     # The rewritten gate.yaml is one the gate reads: unchanged metrics pass it.
     gate = polyfit("gate", cwd=project, env=env)

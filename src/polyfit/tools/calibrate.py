@@ -13,6 +13,7 @@ seeds; its tolerance is MARGIN x that spread, written into gate.yaml in the kind
 rule already has.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from polyfit import paths
+from polyfit import files, paths
 from polyfit.cpu import this_cpu
 from polyfit.errors import PolyfitError, UsageError
 from polyfit.params import flatten, load_params
@@ -53,8 +54,12 @@ def main(args) -> None:
         (seed, threads, kernel) for seed in seeds for threads in THREADS for kernel in kernels()
     ]
     machine = f"{this_cpu()}, ATen {torch.backends.cpu.get_cpu_capability()}"
-    runs = [run for run in load_record() if run["machine"] != machine]  # this machine's anew
-    runs += [run | {"machine": machine} for run in measure_all(variations)]
+    of = trained(params)
+    kept = [run for run in load_record() if run["machine"] != machine]  # this machine's anew
+    runs = [run for run in kept if run.get("trained") == of]  # runs of another training go
+    if len(runs) < len(kept):
+        print(f"calibrate: {len(kept) - len(runs)} run(s) of other params or data dropped")
+    runs += [run | {"machine": machine, "trained": of} for run in measure_all(variations)]
     RECORD.write_text(json.dumps({"about": ABOUT, "runs": runs}, indent=1) + "\n")
     machines = len({run["machine"] for run in runs})
     options = f"--seeds {args.seeds} --margin {args.margin:g}"
@@ -68,6 +73,17 @@ ABOUT = (
     "The runs `polyfit gate calibrate` measured, by machine: the metrics of trainings that "
     "differ only in what should not matter. gate.yaml's tolerances cover their spread."
 )
+
+
+def trained(params) -> str:
+    """What the runs are of: the model, the training (but for what calibrate varies and what
+    decides no output) and the data, as params declare it (and a CSV file's content)."""
+    train = params.train.model_dump(exclude={"seed", "threads", "log_every", "checkpoint_every"})
+    data = params.data.model_dump(exclude_none=True)
+    if params.data.source == "csv":
+        data["md5"] = files.digests(files.read_bytes(Path(params.data.csv.path))).md5
+    what = json.dumps([params.model.model_dump(), train, data], sort_keys=True)
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 def load_record() -> list[dict]:
