@@ -33,6 +33,9 @@ def _start_and_stop(project) -> tuple[float, float]:
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Ctrl-C must reach it even when the benchmarks run in the background (`make bench &`),
+        # whose children inherit SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     while True:
         if ui.poll() is not None:

@@ -219,6 +219,8 @@ def test_make_ui_opens_on_the_comparison_and_stops_on_ctrl_c(tmp_path):
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,  # a terminal's process group
+            # Ctrl-C must reach it even when pytest runs in the background, where SIGINT is ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def logs() -> str:
