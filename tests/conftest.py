@@ -24,6 +24,8 @@ import yaml
 
 from polyfit import cli, paths
 from polyfit.cli import PROCESS_DEFAULTS
+from polyfit.errors import UsageError
+from polyfit.params import validate_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: python -m polyfit, dvc, mlflow
@@ -128,6 +130,15 @@ def table_params(**train_overrides) -> dict:
     short = {"steps": 200, "lr": 0.01, "log_every": 50, "checkpoint_every": None}
     params["train"].update(short | train_overrides)
     return params
+
+
+def params_error(params: dict) -> str:
+    """The one line validate_params refuses these params with."""
+    with pytest.raises(UsageError) as caught:
+        validate_params(params, "params.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("params.yaml: ")
+    return message
 
 
 def write_params(folder: Path, params: dict) -> None:

@@ -6,7 +6,7 @@ block); the function source's own rules are the tutorial's (tests/tutorial/test_
 
 import pytest
 import yaml
-from conftest import REPO, table_params, write_params
+from conftest import REPO, params_error, table_params, write_params
 
 from polyfit.errors import UsageError
 from polyfit.params import load_params, validate_params
@@ -33,14 +33,6 @@ def mutated(path: str, value, params: dict | None = None) -> dict:
     return params
 
 
-def error_for(params) -> str:
-    with pytest.raises(UsageError) as caught:
-        validate_params(params, "params.yaml")
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
-
-
 def test_the_repos_params_and_the_tables_are_valid():
     load_params(REPO / "params.yaml")
     params = validate_params(table_params())
@@ -53,7 +45,7 @@ def test_only_the_block_the_source_names_is_needed():
     assert "function" not in params["data"]  # table_params has the csv block alone
     validate_params(params)
     params["data"]["source"] = "function"
-    assert error_for(params) == (
+    assert params_error(params) == (
         "params.yaml: data: data.source is 'function', but there is no data.function"
     )
 
@@ -96,7 +88,7 @@ def test_only_the_block_the_source_names_is_needed():
     ],
 )
 def test_invalid_value_names_the_key(path, value, expected):
-    assert expected in error_for(mutated(path, value))
+    assert expected in params_error(mutated(path, value))
 
 
 def test_gram_needs_the_full_batch():
@@ -104,7 +96,7 @@ def test_gram_needs_the_full_batch():
     params["train"]["batch_size"] = None
     validate_params(params)
     params["train"]["batch_size"] = 16
-    assert error_for(params) == (
+    assert params_error(params) == (
         "params.yaml: train: gradient gram sums the whole table: batch_size must be null"
     )
 
@@ -112,9 +104,9 @@ def test_gram_needs_the_full_batch():
 def test_several_problems_report_the_first_and_count_the_rest():
     params = mutated("train.lr", -1.0)
     params["train"]["steps"] = 0
-    assert error_for(params).endswith("(and 1 more problem)")
+    assert params_error(params).endswith("(and 1 more problem)")
     params["data"]["csv"]["split_seed"] = -1
-    assert error_for(params).endswith("(and 2 more problems)")
+    assert params_error(params).endswith("(and 2 more problems)")
 
 
 def renamed(params: dict, path: str, new_name: str) -> dict:
@@ -139,19 +131,19 @@ def renamed(params: dict, path: str, new_name: str) -> dict:
 def test_a_misspelt_key_is_one_problem_naming_the_key_meant(path, typo, meant):
     key = ".".join([*path.split(".")[:-1], typo])
     expected = f"params.yaml: {key}: unknown key; did you mean '{meant}'?"
-    assert error_for(renamed(table_params(), path, typo)) == expected
+    assert params_error(renamed(table_params(), path, typo)) == expected
 
 
 def test_typos_are_reported_first_and_counted_once_each():
     params = renamed(renamed(table_params(), "train.steps", "stesp"), "train.seed", "sed")
     params["data"]["source"] = "parquet"  # an earlier key, but the typos explain the missing keys
-    assert error_for(params) == (
+    assert params_error(params) == (
         "params.yaml: train.stesp: unknown key; did you mean 'steps'? (and 2 more problems)"
     )
 
 
 def test_an_unknown_key_unlike_the_missing_one_is_not_called_a_typo():
-    message = error_for(renamed(table_params(), "train.lr", "learning_rate"))
+    message = params_error(renamed(table_params(), "train.lr", "learning_rate"))
     assert message == "params.yaml: train.lr: missing key (and 1 more problem)"
 
 

@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import REPO, clean_env, default_params, polyfit, write_params
+from conftest import REPO, clean_env, default_params, params_error, polyfit, write_params
 
 from polyfit.core.batches import full_batch
 from polyfit.core.fit import build_optimizer, fit, summed_squared_error
@@ -34,14 +34,6 @@ def function_params(**function) -> dict:
         else:
             block[key] = value
     return params
-
-
-def error_for(params) -> str:
-    with pytest.raises(UsageError) as caught:
-        validate_params(params, "params.yaml")
-    message = str(caught.value)
-    assert "\n" not in message and message.startswith("params.yaml: ")
-    return message
 
 
 def test_repo_params_are_valid_and_match_the_seed():
@@ -85,7 +77,7 @@ def test_a_bad_function_value_names_its_key(key, value):
 
 
 def test_a_quoted_number_says_to_unquote_it():
-    assert error_for(function_params(x_max="3.0")) == (
+    assert params_error(function_params(x_max="3.0")) == (
         "params.yaml: data.function.x_max: got the string '3.0'; write the number without "
         "quotes: 3.0"
     )
@@ -101,13 +93,13 @@ def test_a_quoted_number_says_to_unquote_it():
     ids=["x_min above x_max", "x_min equal to x_max", "too few samples for the degree"],
 )
 def test_rules_joining_two_keys(changes, expected):
-    assert expected in error_for(function_params(**changes))
+    assert expected in params_error(function_params(**changes))
 
 
 def test_the_function_block_is_needed_only_when_the_source_names_it():
     params = function_params()
     del params["data"]["function"]
-    assert error_for(params) == (
+    assert params_error(params) == (
         "params.yaml: data: data.source is 'function', but there is no data.function"
     )
     params["data"]["source"] = "csv"
@@ -128,11 +120,11 @@ BEYOND_FLOAT32 = 3.5e38  # finite in float64, +inf in float32
 @pytest.mark.parametrize("value", [BEYOND_FLOAT32, 1e308])
 def test_values_torch_takes_as_float32_must_fit_float32(key, value):
     expected = f"data.function.{key}: {value!r} is beyond float32's range"
-    assert expected in error_for(function_params(**{key: value}))
+    assert expected in params_error(function_params(**{key: value}))
 
 
 def test_x_min_beyond_float32_names_x_min():
-    message = error_for(function_params(x_min=-1e39))
+    message = params_error(function_params(x_min=-1e39))
     assert "data.function.x_min: -1e+39 is beyond float32's range" in message
 
 
@@ -145,26 +137,26 @@ def test_x_min_beyond_float32_names_x_min():
     ],
 )
 def test_ranges_whose_float32_data_would_overflow(key, value, expected):
-    assert expected in error_for(function_params(**{key: value}))
+    assert expected in params_error(function_params(**{key: value}))
 
 
 def test_the_power_limit_follows_model_degree():
     params = function_params(x_max=1e6)  # 1e18 at degree 3, 1e42 at degree 7
     validate_params(params)
     params["model"]["degree"] = 7
-    assert "x^7 (model.degree) overflows float32 beyond |x| = 3.196e+05" in error_for(params)
+    assert "x^7 (model.degree) overflows float32 beyond |x| = 3.196e+05" in params_error(params)
 
 
 def test_exp_target_beyond_88_overflows_float32():
     params = function_params(target="exp", x_max=89.0)
-    assert "data.function.x_max (89): exp(x) overflows float32" in error_for(params)
+    assert "data.function.x_max (89): exp(x) overflows float32" in params_error(params)
     params["data"]["function"]["x_max"] = 88.0
     assert validate_params(params).data.function.x_max == 88.0
 
 
 @pytest.mark.parametrize("key", ["n_samples", "held_out_points", "seed"])
 def test_counts_must_fit_int64(key):
-    message = error_for(function_params(**{key: 2**63}))
+    message = params_error(function_params(**{key: 2**63}))
     assert f"data.function.{key}: Input should be less than 9223372036854775808" in message
 
 
