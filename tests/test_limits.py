@@ -14,10 +14,10 @@ import re
 
 import psutil
 import pytest
-from conftest import TABLE, clean_env, polyfit, table_params, write_params
+from conftest import TABLE, clean_env, params_error, polyfit, table_params, write_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_params import error_for, mutated
+from test_params import mutated
 
 from polyfit.errors import UsageError
 from polyfit.memory import (
@@ -46,7 +46,7 @@ BEYOND_FLOAT32 = 3.5e38  # finite in float64, +inf in float32
 )
 @pytest.mark.parametrize("value", [BEYOND_FLOAT32, 1e308])
 def test_values_torch_takes_as_float32_must_fit_float32(path, value):
-    assert f"{path}: {value!r} is beyond float32's range" in error_for(mutated(path, value))
+    assert f"{path}: {value!r} is beyond float32's range" in params_error(mutated(path, value))
 
 
 def test_divergence_factor_is_python_float64_so_any_finite_value_is_accepted():
@@ -70,14 +70,14 @@ def test_the_largest_float32_is_accepted():
     ],
 )
 def test_counts_must_fit_int64(path):
-    assert f"{path}: Input should be less than 9223372036854775808" in error_for(
+    assert f"{path}: Input should be less than 9223372036854775808" in params_error(
         mutated(path, 2**63)
     )
     validate_params(mutated(path, 2**63 - 1))  # the largest int64 is a valid count
 
 
 def test_a_huge_value_is_shown_shortened_on_one_line():
-    message = error_for(mutated("train.lr", 10**400))  # an int too large for a float
+    message = params_error(mutated("train.lr", 10**400))  # an int too large for a float
     assert message.startswith("params.yaml: train.lr: Input should be a valid number (got 1000")
     assert message.endswith("...)") and len(message) < 150
 
@@ -88,7 +88,8 @@ def test_a_huge_value_is_shown_shortened_on_one_line():
     + [("registered_model", bad) for bad in ("a:b", ".", "..x", "  ")],
 )
 def test_mlflow_names_mlflow_would_refuse(name, value):
-    assert error_for(mutated(f"mlflow.{name}", value)).startswith(f"params.yaml: mlflow.{name}: ")
+    message = params_error(mutated(f"mlflow.{name}", value))
+    assert message.startswith(f"params.yaml: mlflow.{name}: ")
 
 
 # --- memory ---
